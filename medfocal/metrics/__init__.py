@@ -1,0 +1,1 @@
+"""medfocal.metrics."""
