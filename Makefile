@@ -1,0 +1,47 @@
+# medfocal — one entry point for the README's commands and CI.
+#   make demo   set up .venv and run the main job on generated data (no download)
+#   make test   set up .venv (with dev tools) and run lint + the whole test suite
+# TORCH_SPEC picks the torch build installed first; the default is the CPU wheel this project is
+# developed on. On a CUDA machine use e.g.  make demo TORCH_SPEC=torch
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_SPEC ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test lint format bench bench-accuracy clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.medfocal-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install "$(TORCH_SPEC)"
+	$(BIN)/pip install -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.medfocal-installed
+
+demo: setup
+	$(BIN)/medfocal demo
+
+test: setup
+	$(BIN)/ruff check medfocal tests bench
+	$(BIN)/pytest -n 2 --durations=15 $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check medfocal tests bench
+	$(BIN)/ruff format --check medfocal tests bench
+
+format: setup
+	$(BIN)/ruff format medfocal tests bench
+	$(BIN)/ruff check --fix medfocal tests bench
+
+bench: setup
+	$(BIN)/python bench/losses.py
+	$(BIN)/python bench/inference.py
+
+bench-accuracy: setup
+	$(BIN)/python bench/accuracy.py
+
+clean:
+	rm -rf $(VENV) medfocal_demo .pytest_cache .ruff_cache
