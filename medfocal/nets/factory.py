@@ -3,7 +3,8 @@
 Two ways to name a model, both rebuilding the same thing:
 
 - a registry name (timm style): ``create_model("dense_unet", spatial_dims=3, in_channels=2, out_channels=2)``;
-- a LightningCLI ``class_path``: ``build_model({"class_path": "medfocal.nets.DenseUNet", "init_args": {...}})``.
+- a LightningCLI ``class_path``:
+  ``build_model({"class_path": "medfocal.nets.DenseUNet", "init_args": {...}})``.
 
 Every model built here carries ``model._medfocal_spec = {"class_path": ..., "init_args": {...}}`` (JSON
 types only), which a checkpoint stores so that :func:`build_model` rebuilds the network from it alone.
@@ -225,7 +226,8 @@ def build_model(spec: Mapping[str, Any]) -> nn.Module:
         return create_model(spec["name"], **kwargs)
     if "class_path" not in spec:
         raise ValueError(
-            f"model spec needs 'class_path' (with 'init_args') or 'name' (with 'kwargs'); got keys {sorted(spec)}"
+            "model spec needs 'class_path' (with 'init_args') or 'name' (with 'kwargs'); "
+            f"got keys {sorted(spec)}"
         )
     cls = _resolve_class(str(spec["class_path"]))
     init_args = dict(spec.get("init_args") or {})

@@ -129,7 +129,7 @@ class FocalHead(nn.Linear):
         self.reset_prior()
 
     def reset_prior(self, prior: float | Sequence[float] | None = None) -> None:
-        """Re-initialise weights and bias (optionally to a new ``prior``, e.g. class frequencies from data)."""
+        """Re-initialise weights and bias, optionally to a new ``prior`` (e.g. class frequencies)."""
         if prior is not None:
             self.prior = prior if isinstance(prior, (int, float)) else [float(p) for p in prior]
         with torch.no_grad():
