@@ -13,6 +13,8 @@ from medfocal.nets.classification import (
     ResNet34,
     ResNet50,
 )
+from medfocal.nets.deep_supervision import DeepSupervisionLoss
+from medfocal.nets.dense_unet import DenseUNet
 from medfocal.nets.factory import (
     build_model,
     create_model,
@@ -22,15 +24,19 @@ from medfocal.nets.factory import (
     register_model,
 )
 from medfocal.nets.heads import FocalHead, prior_bias, replace_classifier
+from medfocal.nets.multiscale import MultiScaleResNet
 from medfocal.nets.segmentation import BasicUNet, DynUNet, UNet
 
 __all__ = [
     "BasicUNet",
+    "DeepSupervisionLoss",
     "DenseNet121",
     "DenseNet169",
     "DenseNet201",
+    "DenseUNet",
     "DynUNet",
     "FocalHead",
+    "MultiScaleResNet",
     "ResNet18",
     "ResNet34",
     "ResNet50",
