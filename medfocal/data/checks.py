@@ -1,0 +1,403 @@
+"""Input validation before training, and the ``medfocal check-data`` command.
+
+:func:`validate_records` looks at every case of a dataset and collects *all* problems (missing or
+unreadable files, image/label shape or affine mismatch, label values outside the declared classes,
+NaN/Inf voxels, wrong channel count, empty dataset) before raising one :class:`DataValidationError`
+whose message names each file. ``quick`` mode reads headers only (NIfTI header, PIL size); the full
+mode loads the arrays through MONAI ``LoadImage`` and also counts label voxels.
+
+Example::
+
+    summaries = validate_records(records, spec, num_classes=2, in_channels=1)   # raises on problems
+    medfocal check-data --config configs/stroke.yaml --data.init_args.batch_size 1
+    medfocal check-data ../shared/data/totalseg_example/dataset.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medfocal.data.transforms import PreprocessingSpec, inference_transforms
+
+__all__ = [
+    "CaseSummary",
+    "DataValidationError",
+    "label_counts",
+    "main_check_data",
+    "validate_records",
+]
+
+_PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif")
+
+
+class DataValidationError(ValueError):
+    """Raised with every problem found in a dataset; ``.problems`` lists them, one line each."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        lines = "\n  - ".join(self.problems)
+        super().__init__(f"{len(self.problems)} problem(s) in the dataset:\n  - {lines}")
+
+
+@dataclass
+class CaseSummary:
+    """What ``check-data`` reports per case."""
+
+    case: str
+    split: str | None
+    image: str
+    channels: int | None = None
+    shape: tuple[int, ...] | None = None
+    spacing: tuple[float, ...] | None = None
+    label_counts: np.ndarray | None = field(default=None, repr=False)
+    label: Any = None
+
+
+@dataclass
+class _Header:
+    shape: tuple[int, ...]  # spatial, MONAI order (PIL: (W, H))
+    channels: int
+    affine: np.ndarray | None
+
+
+def _spacing(affine: np.ndarray | None, dims: int) -> tuple[float, ...] | None:
+    if affine is None:
+        return None
+    return tuple(float(round(v, 4)) for v in np.linalg.norm(np.asarray(affine)[:dims, :dims], axis=0))
+
+
+def _read_header(path: str, spatial_dims: int | None) -> _Header:
+    """Header only: nibabel for NIfTI, PIL for photos, MONAI ``LoadImage`` otherwise."""
+    low = path.lower()
+    if low.endswith((".nii", ".nii.gz")):
+        import nibabel as nib
+
+        img = nib.load(path)
+        shape = tuple(int(s) for s in img.shape)
+        dims = spatial_dims or min(3, len(shape))
+        channels = int(np.prod(shape[dims:])) if len(shape) > dims else 1
+        return _Header(shape[:dims], channels, np.asarray(img.affine, dtype=np.float64))
+    if low.endswith(_PHOTO_SUFFIXES):
+        from PIL import Image
+
+        with Image.open(path) as img:
+            img.verify()
+        with Image.open(path) as img:
+            return _Header(tuple(img.size), len(img.getbands()), None)
+    return _load_header(path)
+
+
+def _load_header(path: str | list[str]) -> _Header:
+    from monai.transforms import LoadImage
+
+    img = LoadImage(image_only=True, ensure_channel_first=True)(path)
+    affine = np.asarray(img.affine, dtype=np.float64) if hasattr(img, "affine") else None
+    return _Header(tuple(img.shape[1:]), int(img.shape[0]), affine)
+
+
+def _load_label(path: Any, spec: PreprocessingSpec) -> torch.Tensor:
+    """Label map as the network sees its values (remapped/thresholded), native grid."""
+    plain = dataclasses.replace(spec, orientation="", spacing=None, resize=None)
+    return inference_transforms(plain, keys=("label",))({"label": path})["label"]
+
+
+def label_counts(path: Any, spec: PreprocessingSpec, minlength: int = 0) -> np.ndarray:
+    """Voxel count per label value of one label file, after the spec's label mapping.
+
+    Raises:
+        ValueError: negative or non-integer values (naming the file).
+    """
+    label = _load_label(path, spec)
+    values = torch.as_tensor(label).reshape(-1)
+    if values.numel() and (values.min() < 0 or not torch.equal(values, torch.round(values))):
+        raise ValueError(f"{path}: label values must be non-negative integers, got min {float(values.min())}")
+    return np.bincount(values.to(torch.int64).numpy(), minlength=minlength)
+
+
+def _files(value: Any) -> list[str]:
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    return [str(value)] if isinstance(value, (str, Path)) else []
+
+
+def _check_image(record: dict, spec: PreprocessingSpec, full: bool, problems: list[str]) -> _Header | None:
+    image = record["image"]
+    if isinstance(image, np.ndarray):
+        if not np.isfinite(image).all():
+            problems.append(f"{record.get('case')}: image array holds NaN/Inf values")
+        return _Header(tuple(image.shape[1:]), int(image.shape[0]), None)
+    files = _files(image)
+    missing = [f for f in files if not Path(f).is_file()]
+    if missing:
+        problems += [f"{f}: missing image file (case {record.get('case')})" for f in missing]
+        return None
+    headers = []
+    for f in files:
+        try:
+            headers.append(_read_header(f, spec.spatial_dims))
+        except Exception as err:  # any reader error means the file cannot be used
+            problems.append(f"{f}: unreadable or corrupt image ({type(err).__name__}: {err})")
+            return None
+    first = headers[0]
+    for f, h in zip(files[1:], headers[1:]):
+        if h.shape != first.shape:
+            problems.append(f"{f}: shape {h.shape} differs from the first channel {files[0]} {first.shape}")
+    header = _Header(first.shape, sum(h.channels for h in headers), first.affine)
+    if full:
+        try:
+            from monai.transforms import LoadImage
+
+            data = LoadImage(reader=spec.reader, image_only=True, ensure_channel_first=True)(
+                files if len(files) > 1 else files[0]
+            )
+        except Exception as err:
+            problems.append(f"{files[0]}: unreadable or corrupt image ({type(err).__name__}: {err})")
+            return None
+        array = torch.as_tensor(data)
+        if array.is_floating_point() and not torch.isfinite(array).all():
+            bad = int((~torch.isfinite(array)).sum())
+            problems.append(f"{files[0]}: {bad} NaN/Inf voxels in the image")
+    return header
+
+
+def _check_label(
+    record: dict,
+    image: _Header | None,
+    spec: PreprocessingSpec,
+    num_classes: int | None,
+    full: bool,
+    affine_atol: float,
+    problems: list[str],
+) -> np.ndarray | None:
+    label = record.get("label")
+    files = _files(label)
+    if not files:
+        in_range = num_classes is None or 0 <= int(label) < num_classes
+        if isinstance(label, (int, np.integer)) and not in_range:
+            problems.append(f"{record.get('case')}: class index {label} outside 0..{num_classes - 1}")
+        return None
+    path = files[0]
+    if not Path(path).is_file():
+        problems.append(f"{path}: missing label file (case {record.get('case')})")
+        return None
+    try:
+        header = _read_header(path, spec.spatial_dims)
+    except Exception as err:
+        problems.append(f"{path}: unreadable or corrupt label ({type(err).__name__}: {err})")
+        return None
+    if image is not None:
+        if header.shape != image.shape:
+            first = _files(record["image"])[0]
+            problems.append(f"{path}: shape {header.shape} differs from image {image.shape} ({first})")
+        elif header.affine is not None and image.affine is not None:
+            diff = float(np.abs(header.affine - image.affine).max())
+            if diff > affine_atol:
+                problems.append(
+                    f"{path}: affine differs from the image's by {diff:.3g} (> tolerance {affine_atol}); "
+                    "image and label are not on the same grid"
+                )
+    if not full:
+        return None
+    try:
+        counts = label_counts(path, spec)
+    except Exception as err:
+        problems.append(f"{path}: unreadable or invalid label ({type(err).__name__}: {err})")
+        return None
+    if num_classes is not None and len(counts) > num_classes:
+        outside = [int(v) for v in np.nonzero(counts)[0] if v >= num_classes]
+        if outside:
+            problems.append(
+                f"{path}: label values {outside} outside the declared classes 0..{num_classes - 1} "
+                "(set class_names, or preprocessing.label_map / label_threshold)"
+            )
+    return counts
+
+
+def validate_records(
+    records: Sequence[dict],
+    spec: PreprocessingSpec,
+    num_classes: int | None = None,
+    in_channels: int | None = None,
+    full: bool = True,
+    affine_atol: float = 1e-3,
+    raise_on_error: bool = True,
+    source: str = "dataset",
+) -> tuple[list[CaseSummary], list[str]]:
+    """Check every record; return per-case summaries and the problems found.
+
+    Args:
+        records: items from a layout (``image`` path(s) or array, optional ``label``, ``case``, ``split``).
+        spec: preprocessing spec (reader, label mapping, spatial dims).
+        num_classes: declared number of classes; ``None`` skips the label range check.
+        in_channels: declared channels; ``None`` only requires all cases to agree.
+        full: load arrays (NaN/Inf, label values, voxel counts); ``False`` reads headers only.
+        affine_atol: largest allowed absolute difference between image and label affines.
+        raise_on_error: raise :class:`DataValidationError` listing all problems.
+        source: name of the dataset for the empty-dataset message.
+
+    Raises:
+        DataValidationError: (a ``ValueError``) when problems are found and ``raise_on_error``.
+    """
+    problems: list[str] = []
+    summaries: list[CaseSummary] = []
+    if not records:
+        problems.append(f"{source}: empty dataset (no cases found)")
+    channels_seen: dict[int, str] = {}
+    for record in records:
+        image = _check_image(record, spec, full, problems)
+        counts = _check_label(record, image, spec, num_classes, full, affine_atol, problems)
+        name = _files(record["image"])[0] if _files(record["image"]) else str(record.get("case"))
+        if image is not None:
+            channels_seen.setdefault(image.channels, name)
+            if in_channels is not None and image.channels != in_channels:
+                problems.append(f"{name}: expected {in_channels} image channel(s), got {image.channels}")
+        summaries.append(
+            CaseSummary(
+                case=str(record.get("case")),
+                split=record.get("split"),
+                image=name,
+                channels=image.channels if image else None,
+                shape=image.shape if image else None,
+                spacing=_spacing(image.affine, len(image.shape)) if image else None,
+                label_counts=counts,
+                label=record.get("label") if not _files(record.get("label")) else None,
+            )
+        )
+    if in_channels is None and len(channels_seen) > 1:
+        problems.append(
+            "cases disagree on the number of channels: "
+            + ", ".join(f"{c} in {f}" for c, f in sorted(channels_seen.items()))
+        )
+    if raise_on_error and problems:
+        raise DataValidationError(problems)
+    return summaries, problems
+
+
+# ----------------------------------------------------------------------------------------------------
+# medfocal check-data
+
+
+def _print_report(datamodule: Any, summaries: list[CaseSummary], problems: list[str], max_rows: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    names = datamodule.class_names
+    table = Table(title=f"{datamodule.describe()}  ({len(summaries)} cases)")
+    for column in ("case", "split", "channels", "shape", "spacing", "label / class voxel %"):
+        table.add_column(column)
+    for s in summaries[:max_rows]:
+        if s.label_counts is not None and s.label_counts.sum() > 0:
+            frac = 100.0 * s.label_counts / s.label_counts.sum()
+            label = " ".join(f"{i}:{f:.2f}" for i, f in enumerate(frac) if s.label_counts[i] > 0)
+        else:
+            label = "" if s.label is None else str(s.label)
+        table.add_row(s.case, str(s.split or ""), str(s.channels), str(s.shape), str(s.spacing or ""), label)
+    if len(summaries) > max_rows:
+        table.add_row(f"... {len(summaries) - max_rows} more", "", "", "", "", "")
+    console.print(table)
+    totals = [s.label_counts for s in summaries if s.label_counts is not None]
+    if totals:
+        size = max(len(t) for t in totals)
+        total = sum(np.pad(t, (0, size - len(t))) for t in totals)
+        fractions = ", ".join(
+            f"{names[i] if i < len(names) else i}: {100.0 * c / total.sum():.3f}%"
+            for i, c in enumerate(total)
+        )
+        console.print(f"class voxel fractions (all cases): {fractions}")
+    elif summaries and isinstance(summaries[0].label, (int, np.integer)):
+        counts = np.bincount([int(s.label) for s in summaries if s.label is not None])
+        console.print(
+            "class counts (all cases): "
+            + ", ".join(f"{names[i] if i < len(names) else i}: {c}" for i, c in enumerate(counts))
+        )
+    console.print(
+        f"classes: {names}  in_channels: {datamodule.in_channels}  spatial_dims: {datamodule.spatial_dims}"
+    )
+    if problems:
+        console.print(f"[bold red]{len(problems)} problem(s):[/bold red]")
+        for p in problems:
+            console.print(f"  - {p}", markup=False)
+    else:
+        console.print("[bold green]no problems found[/bold green]")
+
+
+def _datamodule_from_config(config: str | None, data_json: dict | None, overrides: list[str]) -> Any:
+    import yaml
+    from jsonargparse import ArgumentParser
+    from pytorch_lightning import LightningDataModule
+
+    if config is not None:
+        loaded = yaml.safe_load(Path(config).read_text()) or {}
+        data_json = loaded.get("data")
+        if data_json is None:
+            raise ValueError(f"{config}: expected a 'data:' section")
+    assert data_json is not None
+    if "class_path" not in data_json:
+        data_json = {"class_path": "medfocal.data.SegmentationDataModule", "init_args": data_json}
+    parser = ArgumentParser(prog="medfocal check-data", exit_on_error=False)
+    parser.add_subclass_arguments(LightningDataModule, "data", required=True)
+    cfg = parser.parse_args(["--data", json.dumps(data_json), *overrides])
+    return parser.instantiate_classes(cfg).data
+
+
+def _datamodule_from_path(path: str) -> Any:
+    from medfocal.data.datamodule import ClassificationDataModule, SegmentationDataModule
+    from medfocal.data.layouts import ImageFolderLayout, MedMNISTLayout, detect_layout
+
+    layout = detect_layout(path)
+    if isinstance(layout, (MedMNISTLayout, ImageFolderLayout)):
+        return ClassificationDataModule(layout=layout, num_workers=0, check="none")
+    records = layout.records()
+    if records and not _files(records[0].get("label")) and "label" in records[0]:
+        return ClassificationDataModule(layout=layout, num_workers=0, check="none")
+    return SegmentationDataModule(layout=layout, num_workers=0, check="none")
+
+
+def main_check_data(argv: Sequence[str] | None = None) -> int:
+    """``medfocal check-data``: validate a dataset and print a table; 0 when clean, 1 on problems.
+
+    Usage::
+
+        medfocal check-data --config preset.yaml [--data.init_args.KEY VALUE ...]
+        medfocal check-data --dataset-json path/dataset.json
+        medfocal check-data PATH            # Decathlon folder, images/+masks/ folders, .csv, .npz
+    """
+    parser = argparse.ArgumentParser(
+        prog="medfocal check-data",
+        description="Validate a dataset (files, shapes, affines, labels, NaN) and describe it.",
+    )
+    parser.add_argument("path", nargs="?", help="dataset folder, dataset.json, .csv or .npz")
+    parser.add_argument("--config", "-c", help="LightningCLI YAML; only its data: section is used")
+    parser.add_argument("--dataset-json", help="a Decathlon dataset.json")
+    parser.add_argument("--quick", action="store_true", help="headers only (no NaN / label value checks)")
+    parser.add_argument("--max-rows", type=int, default=40, help="cases shown in the table")
+    args, overrides = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
+    bad = [o for o in overrides if o.startswith("-") and not o.startswith("--data.")]
+    if bad:
+        parser.error(f"unrecognised arguments {bad} (only --data.* overrides are accepted)")
+    try:
+        if args.config or overrides:
+            if args.config is None:
+                parser.error("--data.* overrides need --config")
+            datamodule = _datamodule_from_config(args.config, None, overrides)
+        elif args.dataset_json or args.path:
+            datamodule = _datamodule_from_path(args.dataset_json or args.path)
+        else:
+            parser.error("give --config, --dataset-json or a dataset PATH")
+        summaries, problems = datamodule.validate(full=not args.quick, raise_on_error=False)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"check-data: {err}", file=sys.stderr)
+        return 1
+    _print_report(datamodule, summaries, problems, args.max_rows)
+    return 1 if problems else 0
