@@ -74,8 +74,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def lightning_main(args: list[str]) -> int:
-    """Run ``fit|validate|test|predict`` through the LightningCLI subclass (tasks engineer fills this in)."""
-    raise NotImplementedError("LightningCLI wiring is being written (medfocal.tasks)")
+    """Run ``fit|validate|test|predict`` through :class:`medfocal.tasks.lightning_cli.MedfocalCLI`.
+
+    ``args`` starts with the subcommand: ``["fit", "--config", "configs/demo.yaml"]``. Returns the exit
+    code (0, or the parser's code for ``--help`` and argument errors).
+    """
+    import warnings
+
+    from medfocal.tasks.lightning_cli import MedfocalCLI
+
+    with warnings.catch_warnings():
+        # args come from sys.argv through main(): passing both is intended here
+        warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
+        try:
+            MedfocalCLI(args=list(args))
+        except SystemExit as exit_:  # --help, argument errors
+            code = exit_.code
+            return code if isinstance(code, int) else (0 if code is None else 1)
+    return 0
 
 
 if __name__ == "__main__":

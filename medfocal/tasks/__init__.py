@@ -1,1 +1,14 @@
-"""medfocal.tasks."""
+"""medfocal.tasks: LightningModules (network + loss + metrics) and their callbacks.
+
+``SegmentationModule`` and ``ClassificationModule`` take any network and any medfocal loss; the
+optimizer and LR scheduler are injected (YAML ``optimizer:`` blocks or Python callables); checkpoints
+carry ``checkpoint["medfocal"]`` so inference can run from the checkpoint alone.
+"""
+
+from __future__ import annotations
+
+from medfocal.tasks.callbacks import GammaLogger
+from medfocal.tasks.classification import ClassificationModule
+from medfocal.tasks.segmentation import SegmentationModule
+
+__all__ = ["ClassificationModule", "GammaLogger", "SegmentationModule"]

@@ -1,0 +1,208 @@
+"""Classification as a LightningModule: any network + any medfocal loss, torchmetrics per epoch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from pytorch_lightning.utilities import rank_zero_info
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    AUROC,
+    Accuracy,
+    AveragePrecision,
+    ConfusionMatrix,
+    F1Score,
+    Recall,
+)
+
+from medfocal.tasks._base import MedfocalModule, metric_key
+
+__all__ = ["ClassificationModule"]
+
+
+class ClassificationModule(MedfocalModule):
+    """Train and validate an image classifier with a (focal-family) loss.
+
+    Logits are ``(B, C)``; labels ``(B,)`` class indices (softmax, or one sigmoid channel for a binary
+    task) or ``(B, C)`` multi-hot floats (sigmoid with C > 1: multi-label). Logged per epoch with
+    torchmetrics (synchronised across DDP ranks): ``val/accuracy``, ``val/balanced_accuracy`` (macro
+    recall; the main metric), ``val/auroc`` (macro one-vs-rest), ``val/f1`` (macro),
+    ``val/average_precision`` (macro; ``val/map`` for multi-label), ``val/recall_<class>`` per class; the
+    confusion matrix is kept in ``self.confusion_matrix`` and written to TensorBoard as text. A binary
+    sigmoid output is scored as two classes ``[1 - p, p]``, so "macro" means the mean over both.
+
+    Args:
+        model: the network (``self.model``), e.g. ``monai.networks.nets.DenseNet121``.
+        loss: a medfocal loss, e.g. ``medfocal.losses.FocalLoss``.
+        activation: ``"softmax"`` or ``"sigmoid"``.
+        optimizer: ``params -> Optimizer`` (LightningCLI ``OptimizerCallable``); default AdamW(lr=1e-3).
+        lr_scheduler: ``optimizer -> scheduler`` or None.
+        num_classes: number of classes; from ``class_names`` or the datamodule when None.
+        class_names: class names; from the datamodule when None.
+        monitor: metric followed by the checkpoint callback (default ``"val/balanced_accuracy"``).
+        monitor_mode: ``"max"`` or ``"min"``.
+
+    Example:
+        >>> from monai.networks.nets import DenseNet121
+        >>> from medfocal.losses import FocalLoss  # doctest: +SKIP
+        >>> module = ClassificationModule(DenseNet121(2, 3, 4), FocalLoss(), num_classes=4)  # doctest: +SKIP
+    """
+
+    task = "classification"
+    default_monitor = "val/balanced_accuracy"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: nn.Module,
+        activation: str = "softmax",
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        num_classes: int | None = None,
+        class_names: Sequence[str] | None = None,
+        monitor: str | None = None,
+        monitor_mode: str = "max",
+    ) -> None:
+        super().__init__(
+            model=model,
+            loss=loss,
+            activation=activation,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
+            class_names=class_names,
+            monitor=monitor,
+            monitor_mode=monitor_mode,
+        )
+        self._num_classes = num_classes
+        self.val_metrics: MetricCollection | None = None
+        self.test_metrics: MetricCollection | None = None
+        self.val_confusion: ConfusionMatrix | None = None
+        self.test_confusion: ConfusionMatrix | None = None
+        self.confusion_matrix: torch.Tensor | None = None
+        self._save_plain_hyperparameters()
+
+    @property
+    def num_classes(self) -> int | None:
+        if self._num_classes is not None:
+            return int(self._num_classes)
+        return super().num_classes
+
+    @property
+    def multilabel(self) -> bool:
+        """True for sigmoid outputs with more than one class (independent labels)."""
+        return self.activation == "sigmoid" and (self.num_classes or 1) > 1
+
+    # ----------------------------------------------------------------- metrics
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if self.val_metrics is None:
+            self._build_metrics()
+
+    def _build_metrics(self) -> None:
+        n = self.num_classes
+        if n is None:
+            raise ValueError(
+                "ClassificationModule needs the number of classes: expected num_classes, class_names "
+                "or a datamodule with num_classes, got none of them"
+            )
+        # one sigmoid output is scored as two classes [1 - p, p]
+        n_scored = 2 if (self.activation == "sigmoid" and n == 1) else n
+        if self.multilabel:
+            kw: dict[str, Any] = {"task": "multilabel", "num_labels": n}
+            ap_name = "map"
+        else:
+            kw = {"task": "multiclass", "num_classes": n_scored}
+            ap_name = "average_precision"
+        collection = MetricCollection(
+            {
+                "accuracy": Accuracy(**kw, average="micro"),
+                "balanced_accuracy": Recall(**kw, average="macro"),
+                "auroc": AUROC(**kw, average="macro"),
+                "f1": F1Score(**kw, average="macro"),
+                ap_name: AveragePrecision(**kw, average="macro"),
+                "per_class_recall": Recall(**kw, average="none"),
+            }
+        )
+        self.val_metrics = collection.clone(prefix="val/")
+        self.test_metrics = collection.clone(prefix="test/")
+        self.val_confusion = ConfusionMatrix(**kw)
+        self.test_confusion = ConfusionMatrix(**kw)
+
+    # ----------------------------------------------------------------- steps
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.model(image)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        logits = self.model(batch["image"])
+        loss = self.loss(logits, batch["label"])
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(logits))
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
+        """Probabilities ``(B, C)`` after temperature scaling."""
+        image = batch["image"] if isinstance(batch, dict) else batch
+        return self.probabilities(self(image))
+
+    def _scores_and_target(
+        self, logits: torch.Tensor, label: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        probs = self.probabilities(logits)
+        if self.multilabel:
+            return probs, label.long()
+        if probs.shape[1] == 1:
+            probs = torch.cat([1.0 - probs, probs], dim=1)
+        return probs, label.reshape(-1).long()
+
+    def _evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> None:
+        image, label = batch["image"], batch["label"]
+        logits = self(image)
+        loss = self.loss(logits, label)
+        self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True, batch_size=len(image))
+        probs, target = self._scores_and_target(logits, label)
+        getattr(self, f"{stage}_metrics").update(probs, target)
+        getattr(self, f"{stage}_confusion").update(probs, target)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test")
+
+    def _log_epoch_metrics(self, stage: str) -> None:
+        collection: MetricCollection = getattr(self, f"{stage}_metrics")
+        confusion: ConfusionMatrix = getattr(self, f"{stage}_confusion")
+        if collection is None or not confusion.update_called:
+            return
+        values = collection.compute()  # torchmetrics syncs the states across ranks here
+        per_class = values.pop(f"{stage}/per_class_recall")
+        names = self.class_names or []
+        if len(names) != len(per_class):
+            names = [str(i) for i in range(len(per_class))]
+        for name, v in zip(names, per_class):
+            values[f"{stage}/recall_{metric_key(name)}"] = v
+        self.log_dict({k: v.float() for k, v in values.items()})
+        self.confusion_matrix = confusion.compute().cpu()
+        self._write_confusion(stage)
+        collection.reset()
+        confusion.reset()
+
+    def _write_confusion(self, stage: str) -> None:
+        if self.trainer is None or not self.trainer.is_global_zero or self.trainer.sanity_checking:
+            return
+        text = f"{stage} confusion matrix (rows: true, columns: predicted)\n{self.confusion_matrix.tolist()}"
+        for logger in self.loggers:
+            add_text = getattr(getattr(logger, "experiment", None), "add_text", None)
+            if callable(add_text):
+                add_text(f"{stage}/confusion_matrix", text, global_step=self.global_step)
+        if stage == "test":
+            rank_zero_info(text)

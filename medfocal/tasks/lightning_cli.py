@@ -1,0 +1,91 @@
+"""``MedfocalCLI``: LightningCLI with medfocal's defaults (checkpointing on the task metric, loggers, bars).
+
+``medfocal fit --config configs/<preset>.yaml`` runs through this class. What it adds to LightningCLI:
+
+- model and data in subclass mode (``model: {class_path, init_args}``, ``data: {class_path, init_args}``);
+- a ``checkpoint`` group (``ModelCheckpoint``) whose ``monitor``/``mode`` come from the model's
+  ``monitor``/``monitor_mode`` attributes (``val/dice`` for segmentation, ``val/balanced_accuracy`` for
+  classification), saving the best and ``last.ckpt``;
+- default loggers TensorBoard + CSV under ``runs/`` (``trainer.logger`` in a config replaces them);
+- ``LearningRateMonitor`` (when a logger is on) and ``RichProgressBar`` (on a terminal; TQDM otherwise);
+- ``config.yaml`` saved next to the logs, overwritten on re-runs instead of failing.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from jsonargparse import lazy_instance
+from pytorch_lightning import LightningDataModule, LightningModule, Trainer
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from pytorch_lightning.callbacks.progress import ProgressBar
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+
+__all__ = ["DEFAULT_TRAINER", "MedfocalCLI"]
+
+DEFAULT_TRAINER: dict[str, Any] = {
+    "logger": [
+        lazy_instance(TensorBoardLogger, save_dir="runs", name="medfocal"),
+        lazy_instance(CSVLogger, save_dir="runs/medfocal", name="csv"),
+    ],
+    "log_every_n_steps": 10,
+}
+
+
+def _monitor_of(model: LightningModule) -> str | None:
+    return getattr(model, "monitor", None)
+
+
+def _mode_of(model: LightningModule) -> str:
+    return getattr(model, "monitor_mode", "max")
+
+
+class MedfocalCLI(LightningCLI):
+    """LightningCLI for medfocal's task modules and datamodules (see the module docstring).
+
+    Example:
+        >>> MedfocalCLI(args=["fit", "--config", "configs/demo.yaml"])  # doctest: +SKIP
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("model_class", LightningModule)
+        kwargs.setdefault("subclass_mode_model", True)
+        kwargs.setdefault("datamodule_class", LightningDataModule)
+        kwargs.setdefault("subclass_mode_data", True)
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("trainer_defaults", DEFAULT_TRAINER)
+        kwargs.setdefault("seed_everything_default", 42)
+        kwargs.setdefault(
+            "parser_kwargs", {"description": "medfocal: " + (self.__doc__ or "").splitlines()[0]}
+        )
+        super().__init__(*args, **kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.save_last": True,
+                "checkpoint.save_top_k": 1,
+                # no metric name in the file name: "val/dice" would create a sub-folder
+                "checkpoint.filename": "best-epoch{epoch:03d}",
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+        parser.link_arguments("model", "checkpoint.monitor", compute_fn=_monitor_of, apply_on="instantiate")
+        parser.link_arguments("model", "checkpoint.mode", compute_fn=_mode_of, apply_on="instantiate")
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """Add the default progress bar and learning-rate monitor unless the config already has them."""
+        config = self._get(self.config_init, "trainer", default={})
+        callbacks = config.get("callbacks") or []
+        callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
+        show_bar = config.get("enable_progress_bar", True) is not False
+        if show_bar and sys.stdout.isatty() and not any(isinstance(c, ProgressBar) for c in callbacks):
+            callbacks.append(RichProgressBar())
+        has_logger = config.get("logger", True) is not False
+        if has_logger and not any(isinstance(c, LearningRateMonitor) for c in callbacks):
+            callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+        kwargs.setdefault("callbacks", callbacks)
+        return super().instantiate_trainer(**kwargs)

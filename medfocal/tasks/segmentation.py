@@ -1,0 +1,221 @@
+"""Segmentation as a LightningModule: any network + any medfocal loss, MONAI metrics per class."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from monai.inferers import sliding_window_inference
+from monai.metrics import ConfusionMatrixMetric, DiceMetric, HausdorffDistanceMetric, MeanIoU
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+
+from medfocal.tasks._base import MedfocalModule, metric_key
+
+__all__ = ["SegmentationModule"]
+
+
+class SegmentationModule(MedfocalModule):
+    """Train and validate a segmentation network with a (focal-family) loss.
+
+    Logits are ``(B, C, *spatial)`` (2D or 3D), labels ``(B, 1, *spatial)`` class indices (or ``(B, C, ...)``
+    multi-label masks with ``activation="sigmoid"``). Validation and test use MONAI
+    ``sliding_window_inference`` with Gaussian blending when ``roi_size`` is known (given here, or taken
+    from the datamodule for 3D data), and log per epoch, averaged over the foreground classes and per
+    class name: ``val/dice`` (the main metric), ``val/iou``, ``val/hd95`` (MONAI
+    ``HausdorffDistanceMetric(percentile=95)``, in voxels), ``val/sensitivity``, ``val/specificity``
+    (MONAI ``ConfusionMatrixMetric``), ``val/dice_<class>``, ... MONAI's cumulative metrics gather their
+    buffers across DDP ranks before aggregation.
+
+    Args:
+        model: the network (``self.model``), e.g. ``monai.networks.nets.UNet``.
+        loss: a medfocal loss, e.g. ``medfocal.losses.DiceFocalLoss``.
+        activation: ``"softmax"`` or ``"sigmoid"``; a single sigmoid channel is a binary foreground map.
+        optimizer: ``params -> Optimizer`` (LightningCLI ``OptimizerCallable``); default AdamW(lr=1e-3).
+        lr_scheduler: ``optimizer -> scheduler`` or None.
+        roi_size: sliding-window size; None takes the datamodule's patch size for 3D data, else whole images.
+        sw_batch_size: windows per forward pass in sliding-window inference.
+        sw_overlap: overlap of neighbouring windows (0-1).
+        class_names: class names including the background (index 0); from the datamodule when None.
+        include_background: also score channel 0 (False: foreground classes only, the usual report).
+        compute_hd95: log ``hd95`` (costs distance transforms on CPU each validation epoch).
+        monitor: metric followed by the checkpoint callback (default ``"val/dice"``, mode max).
+        monitor_mode: ``"max"`` or ``"min"``.
+
+    Example:
+        >>> from monai.networks.nets import BasicUNet
+        >>> from medfocal.losses import DiceFocalLoss  # doctest: +SKIP
+        >>> module = SegmentationModule(BasicUNet(2, 1, 2), DiceFocalLoss())  # doctest: +SKIP
+    """
+
+    task = "segmentation"
+    default_monitor = "val/dice"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: nn.Module,
+        activation: str = "softmax",
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        roi_size: Sequence[int] | None = None,
+        sw_batch_size: int = 4,
+        sw_overlap: float = 0.25,
+        class_names: Sequence[str] | None = None,
+        include_background: bool = False,
+        compute_hd95: bool = True,
+        monitor: str | None = None,
+        monitor_mode: str = "max",
+    ) -> None:
+        super().__init__(
+            model=model,
+            loss=loss,
+            activation=activation,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
+            class_names=class_names,
+            monitor=monitor,
+            monitor_mode=monitor_mode,
+        )
+        if not 0.0 <= sw_overlap < 1.0:
+            raise ValueError(f"sw_overlap must be in [0, 1), not {sw_overlap}")
+        self.roi_size = tuple(int(s) for s in roi_size) if roi_size is not None else None
+        self.sw_batch_size = int(sw_batch_size)
+        self.sw_overlap = float(sw_overlap)
+        self.include_background = include_background
+        self.compute_hd95 = compute_hd95
+        self._metrics: dict[str, dict[str, Any]] = {}
+        self._save_plain_hyperparameters()
+
+    # ----------------------------------------------------------------- setup
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if self.roi_size is None and self._from_data("spatial_dims") == 3:
+            roi = self._from_data("roi_size")
+            self.roi_size = tuple(int(s) for s in roi) if roi is not None else None
+
+    def _stage_metrics(self, stage: str) -> dict[str, Any]:
+        if stage not in self._metrics:
+            kw = {"include_background": self.include_background, "reduction": "mean_batch"}
+            metrics: dict[str, Any] = {
+                "dice": DiceMetric(**kw),
+                "iou": MeanIoU(**kw),
+                "confusion": ConfusionMatrixMetric(metric_name=("sensitivity", "specificity"), **kw),
+            }
+            if self.compute_hd95:
+                metrics["hd95"] = HausdorffDistanceMetric(percentile=95.0, **kw)
+            self._metrics[stage] = metrics
+        return self._metrics[stage]
+
+    # ----------------------------------------------------------------- forward
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """Logits of the whole image (sliding window when ``roi_size`` is set)."""
+        if self.roi_size is None:
+            return self.model(image)
+        return sliding_window_inference(
+            image,
+            roi_size=self.roi_size,
+            sw_batch_size=self.sw_batch_size,
+            predictor=self.model,
+            overlap=self.sw_overlap,
+            mode="gaussian",
+        )
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        logits = self.model(batch["image"])
+        loss = self.loss(logits, batch["label"])
+        self.log(
+            "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["image"])
+        )
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
+        """Probabilities ``(B, C, *spatial)`` after temperature scaling."""
+        image = batch["image"] if isinstance(batch, dict) else batch
+        return self.probabilities(self(image))
+
+    def _evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> None:
+        image, label = batch["image"], batch["label"]
+        logits = self(image)
+        loss = self.loss(logits, label)
+        self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True, batch_size=len(image))
+        pred, target = self.discretise(logits, label)
+        for metric in self._stage_metrics(stage).values():
+            metric(y_pred=pred, y=target)
+
+    def discretise(self, logits: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One-hot prediction and target ``(B, K, *spatial)`` for MONAI metrics.
+
+        softmax: argmax over C channels (K = C); one sigmoid channel: foreground > 0.5 (K = 2, with a
+        background channel); C sigmoid channels: each thresholded at 0.5 (K = C), the target one-hot
+        from class indices unless it already has C channels.
+        """
+        n = logits.shape[1]
+        if self.activation == "softmax":
+            pred_idx = logits.argmax(dim=1, keepdim=True)
+            return _one_hot(pred_idx, n), _one_hot(label, n)
+        if n == 1:
+            return _one_hot((logits > 0).long(), 2), _one_hot((label > 0).long(), 2)
+        pred = (logits > 0).float()
+        target = label.float() if label.shape[1] == n else _one_hot(label, n)
+        return pred, target
+
+    # ----------------------------------------------------------------- epoch end
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test")
+
+    def _log_epoch_metrics(self, stage: str) -> None:
+        metrics = self._metrics.get(stage)
+        if not metrics:
+            return
+        values: dict[str, torch.Tensor] = {}
+        # aggregate() gathers the buffers of all DDP ranks, so every rank holds the same values
+        per_class = {"dice": metrics["dice"].aggregate(), "iou": metrics["iou"].aggregate()}
+        sens, spec = metrics["confusion"].aggregate()
+        per_class.update(sensitivity=sens, specificity=spec)
+        if "hd95" in metrics:
+            hd = metrics["hd95"].aggregate()
+            per_class["hd95"] = torch.where(torch.isfinite(hd), hd, torch.full_like(hd, float("nan")))
+        names = self._scored_class_names(len(per_class["dice"]))
+        for key, vec in per_class.items():
+            vec = vec.float().reshape(-1)
+            values[f"{stage}/{key}"] = _nanmean(vec)
+            if key in ("dice", "iou") and len(vec) > 1:
+                for name, v in zip(names, vec):
+                    values[f"{stage}/{key}_{metric_key(name)}"] = v
+        for metric in metrics.values():
+            metric.reset()
+        device = self.device
+        self.log_dict({k: v.to(device) for k, v in values.items()}, sync_dist=True)
+
+    def _scored_class_names(self, k: int) -> list[str]:
+        names = list(self.class_names) if self.class_names else []
+        if not self.include_background and len(names) == k + 1:
+            names = names[1:]
+        if len(names) != k:
+            names = [f"class_{i + (0 if self.include_background else 1)}" for i in range(k)]
+        return names
+
+
+def _one_hot(index: torch.Tensor, n: int) -> torch.Tensor:
+    """``(B, 1, *spatial)`` class indices -> ``(B, n, *spatial)`` float one-hot."""
+    index = index.long()
+    if index.ndim >= 2 and index.shape[1] == 1:
+        index = index[:, 0]
+    out = torch.nn.functional.one_hot(index.clamp(0, n - 1), n)
+    return out.movedim(-1, 1).float()
+
+
+def _nanmean(vec: torch.Tensor) -> torch.Tensor:
+    finite = vec[~torch.isnan(vec)]
+    return finite.mean() if finite.numel() else torch.tensor(float("nan"))
