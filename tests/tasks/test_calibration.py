@@ -1,0 +1,223 @@
+"""Tests for medfocal.tasks.calibration: temperature scaling and the AdaFocal callback."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from medfocal.metrics import calibration_bins, expected_calibration_error
+from medfocal.tasks.calibration import (
+    AdaFocalCalibration,
+    TemperatureScaling,
+    collect_logits,
+    fit_temperature,
+    nll,
+    scaled_ece,
+    write_temperature,
+)
+
+
+def calibrated_logits(n: int = 3000, c: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits whose softmax is the true label distribution (labels sampled from it): T = 1 is optimal."""
+    g = torch.Generator().manual_seed(seed)
+    logits = 2.0 * torch.randn(n, c, generator=g)
+    labels = torch.multinomial(torch.softmax(logits, dim=1), 1, generator=g)[:, 0]
+    return logits, labels
+
+
+@pytest.mark.parametrize("factor", [0.4, 3.0])
+def test_recovers_known_scale(factor):
+    logits, labels = calibrated_logits()
+    temperature = fit_temperature(factor * logits, labels)
+    assert temperature == pytest.approx(factor, rel=0.15)
+
+
+def test_lowers_nll_and_ece_keeps_accuracy():
+    logits, labels = calibrated_logits(seed=1)
+    overconfident = 4.0 * logits
+    temperature = fit_temperature(overconfident, labels)
+    assert temperature > 2.0
+    assert nll(overconfident, labels, temperature) < nll(overconfident, labels)
+    assert scaled_ece(overconfident, labels, temperature) < scaled_ece(overconfident, labels)
+    before = overconfident.argmax(1)
+    after = (overconfident / temperature).argmax(1)
+    assert torch.equal(before, after)
+
+
+def test_already_calibrated_gives_about_one():
+    logits, labels = calibrated_logits(seed=2)
+    assert fit_temperature(logits, labels) == pytest.approx(1.0, abs=0.12)
+
+
+def test_segmentation_shapes_equal_flattened():
+    g = torch.Generator().manual_seed(0)
+    logits = 3 * torch.randn(2, 3, 10, 12, generator=g)
+    labels = torch.multinomial(torch.softmax(logits / 3, 1).movedim(1, -1).reshape(-1, 3), 1, generator=g)
+    labels = labels.reshape(2, 1, 10, 12)
+    flat_logits = logits.movedim(1, -1).reshape(-1, 3)
+    t_seg = fit_temperature(logits, labels)
+    t_flat = fit_temperature(flat_logits, labels.reshape(-1))
+    assert t_seg == pytest.approx(t_flat, rel=1e-6)
+    assert t_seg > 1.5
+
+
+def test_sigmoid_binary():
+    g = torch.Generator().manual_seed(0)
+    logits = 2 * torch.randn(4000, generator=g)
+    labels = (torch.rand(4000, generator=g) < torch.sigmoid(logits)).float()
+    assert fit_temperature(2.5 * logits, labels, activation="sigmoid") == pytest.approx(2.5, rel=0.15)
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="labels: expected class indices"):
+        fit_temperature(torch.randn(5, 3), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="activation"):
+        fit_temperature(torch.randn(5, 3), torch.zeros(5, dtype=torch.long), activation="relu")
+
+
+def test_write_temperature(tmp_path):
+    path = tmp_path / "m.ckpt"
+    torch.save({"state_dict": {"temperature": torch.tensor(1.0)}, "medfocal": {"temperature": 1.0}}, path)
+    write_temperature(path, 1.7)
+    checkpoint = torch.load(path, weights_only=True)
+    assert checkpoint["medfocal"]["temperature"] == pytest.approx(1.7)
+    assert checkpoint["state_dict"]["temperature"].item() == pytest.approx(1.7)
+
+
+# ----------------------------------------------------------------------------- callbacks on a stub module
+class _Blobs(Dataset):
+    def __init__(self, n: int, seed: int) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.y = torch.randint(0, 3, (n,), generator=g)
+        self.x = torch.randn(n, 4, generator=g) + torch.nn.functional.one_hot(self.y, 4).float()
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"image": self.x[i], "label": self.y[i]}
+
+
+class _Scale(nn.Module):
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.factor * x
+
+
+class _RecordingAdaFocal(nn.Module):
+    n_bins = 10
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(logits, target)
+
+    def update_from_calibration(self, bin_confidence: torch.Tensor, bin_accuracy: torch.Tensor) -> None:
+        self.calls.append((bin_confidence, bin_accuracy))
+
+
+class _StubModule(pl.LightningModule):
+    """What the callbacks rely on: ``model``, ``loss``, ``activation`` and a ``temperature`` buffer."""
+
+    def __init__(self, loss: nn.Module | None = None, factor: float = 6.0, lr: float = 0.05) -> None:
+        super().__init__()
+        self.lr = lr
+        torch.manual_seed(0)
+        self.model = nn.Sequential(nn.Linear(4, 3), _Scale(factor))
+        self.loss = loss or nn.CrossEntropyLoss()
+        self.activation = "softmax"
+        self.register_buffer("temperature", torch.tensor(1.0))
+
+    def training_step(self, batch, batch_idx):
+        return self.loss(self.model(batch["image"]), batch["label"])
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val_loss", nn.functional.cross_entropy(self.model(batch["image"]), batch["label"]))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["medfocal"] = {"temperature": float(self.temperature)}
+
+
+class _DM(pl.LightningDataModule):
+    def train_dataloader(self):
+        return DataLoader(_Blobs(256, 0), batch_size=64, shuffle=True)
+
+    def val_dataloader(self):
+        return DataLoader(_Blobs(600, 1), batch_size=200)
+
+
+def _trainer(tmp_path, callbacks, epochs=3):
+    return pl.Trainer(
+        max_epochs=epochs,
+        default_root_dir=tmp_path,
+        callbacks=callbacks,
+        logger=pl.loggers.CSVLogger(tmp_path),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        devices=1,
+    )
+
+
+@pytest.mark.slow
+def test_temperature_scaling_callback(tmp_path):
+    checkpoint = pl.callbacks.ModelCheckpoint(
+        dirpath=tmp_path / "ckpt", monitor="val_loss", mode="min", save_last=True
+    )
+    scaling = TemperatureScaling(save_path=str(tmp_path / "calibrated.ckpt"))
+    module = _StubModule(factor=6.0, lr=0.002)  # stays over-confident
+    _trainer(tmp_path, [scaling, checkpoint]).fit(module, datamodule=_DM())
+
+    r = scaling.results
+    assert r["temperature"] > 1.0  # the x6 head is over-confident
+    assert r["nll_after"] < r["nll_before"]
+    assert r["ece_after"] < r["ece_before"]
+    assert module.temperature.item() == pytest.approx(r["temperature"])
+    best = torch.load(checkpoint.best_model_path, weights_only=True)
+    assert best["medfocal"]["temperature"] == pytest.approx(r["temperature"])
+    assert best["state_dict"]["temperature"].item() == pytest.approx(r["temperature"])
+    saved = torch.load(tmp_path / "calibrated.ckpt", weights_only=False)
+    assert saved["medfocal"]["temperature"] == pytest.approx(r["temperature"])
+    logged = json.loads(next(tmp_path.rglob("temperature_scaling.json")).read_text())
+    assert logged["temperature"] == pytest.approx(r["temperature"])
+    # the module in memory carries the best weights the temperature was fitted for
+    torch.testing.assert_close(module.model[0].weight, best["state_dict"]["model.0.weight"])
+    # collected logits are the raw network's, not divided by T
+    logits, labels = collect_logits(module, _DM().val_dataloader())
+    with torch.no_grad():
+        raw = module.model(_Blobs(600, 1).x)
+    torch.testing.assert_close(logits, raw)
+    assert expected_calibration_error(
+        torch.softmax(logits / module.temperature, 1), labels
+    ).item() == pytest.approx(r["ece_after"])
+
+
+@pytest.mark.slow
+def test_adafocal_callback_updates_loss_each_validation(tmp_path):
+    loss = _RecordingAdaFocal()
+    callback = AdaFocalCalibration()
+    module = _StubModule(loss=loss, factor=1.0)
+    _trainer(tmp_path, [callback], epochs=2).fit(module, datamodule=_DM())
+
+    assert len(loss.calls) == 2  # one per validation epoch, none for the sanity check
+    confidence, accuracy = loss.calls[-1]
+    assert confidence.shape == accuracy.shape == (10,)
+    data = _Blobs(600, 1)
+    with torch.no_grad():
+        probs = torch.softmax(module.model(data.x), 1)
+    expected = calibration_bins(probs, data.y, 10)
+    torch.testing.assert_close(confidence, expected.bin_confidence().float())
+    torch.testing.assert_close(accuracy, expected.bin_accuracy().float())
