@@ -1,0 +1,199 @@
+"""Atomic output files in the input's geometry, and a background writer thread with a bounded queue.
+
+Every file is written to a hidden temporary name in the output folder and moved into place with
+``os.replace`` (atomic on one file system): an interrupted run leaves either the complete file or
+nothing, and ``medfocal infer`` can skip finished cases on the next run.
+
+Example:
+    >>> import numpy as np, tempfile, pathlib
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "a.npz"
+    >>> with atomic_path(out) as tmp:
+    ...     np.savez_compressed(tmp, x=np.zeros(3))
+    >>> out.exists()
+    True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "TMP_PREFIX",
+    "BackgroundWriter",
+    "atomic_path",
+    "remove_stale_temporaries",
+    "save_label_image",
+    "save_probabilities",
+]
+
+TMP_PREFIX = ".medfocal-tmp-"
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``final`` (same suffix); on success ``os.replace`` it onto ``final``.
+
+    On any exception the temporary file is removed and the exception propagates; ``final`` is untouched.
+    """
+    final = Path(final)
+    suffix = "".join(final.suffixes[-2:]) if final.name.endswith(".nii.gz") else final.suffix
+    tmp = final.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex[:8]}-{final.name[: -len(suffix) or None]}{suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def remove_stale_temporaries(folder: str | Path) -> int:
+    """Delete temporaries left by a killed run (``SIGKILL`` skips ``finally``); returns how many."""
+    n = 0
+    for p in Path(folder).glob(f"{TMP_PREFIX}*"):
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+            n += 1
+    return n
+
+
+def _reference_nifti(reference: Path):
+    import nibabel as nib
+
+    return nib.load(str(reference))
+
+
+def save_label_image(label: np.ndarray, reference: str | Path, final: str | Path) -> Path:
+    """Write a label map as uint8 with the reference image's exact affine/header (NIfTI) or as PNG (2D).
+
+    Args:
+        label: integer array with the reference's spatial shape (NIfTI axis order; PNG: ``(H, W)``).
+        reference: the input image the mask belongs to (its first channel file).
+        final: output path (``.nii.gz``/``.nii`` or ``.png``).
+
+    Raises:
+        ValueError: the label's shape differs from the reference's spatial shape.
+    """
+    final = Path(final)
+    reference = Path(reference)
+    label = np.asarray(label)
+    if label.min(initial=0) < 0 or label.max(initial=0) > 255:
+        raise ValueError(f"{final}: label values must fit uint8, got range [{label.min()}, {label.max()}]")
+    label = label.astype(np.uint8)
+    if final.suffix.lower() == ".png":
+        from PIL import Image
+
+        with Image.open(reference) as im:
+            expected = (im.height, im.width)
+        if label.shape != expected:
+            raise ValueError(f"{final}: mask shape {label.shape} differs from {reference.name} {expected}")
+        with atomic_path(final) as tmp:
+            Image.fromarray(label).save(tmp, format="PNG")
+        return final
+    import nibabel as nib
+
+    ref = _reference_nifti(reference)
+    expected = tuple(ref.shape[: label.ndim])
+    if label.shape != expected:
+        raise ValueError(
+            f"{final}: mask shape {label.shape} differs from {reference.name} {tuple(ref.shape)}"
+        )
+    header = ref.header.copy()
+    img = nib.Nifti1Image(label, ref.affine, header)
+    img.set_data_dtype(np.uint8)
+    img.header.set_slope_inter(1.0, 0.0)
+    img.header["descrip"] = b"medfocal segmentation"
+    img.set_qform(ref.affine, int(ref.header["qform_code"]) or 1)
+    img.set_sform(ref.affine, int(ref.header["sform_code"]) or 1)
+    with atomic_path(final) as tmp:
+        nib.save(img, str(tmp))
+    return final
+
+
+def save_probabilities(
+    probabilities: np.ndarray, reference: str | Path, final: str | Path, class_names: list[str]
+) -> Path:
+    """Write ``(C, *spatial)`` probabilities: ``.npz`` (``probabilities`` float16, ``class_names``) or NIfTI.
+
+    NIfTI output is float32 ``(*spatial, C)`` with the reference's affine (channels last, as NIfTI expects).
+    """
+    final = Path(final)
+    probabilities = np.asarray(probabilities, dtype=np.float32)
+    if final.suffix == ".npz":
+        with atomic_path(final) as tmp:
+            np.savez_compressed(
+                tmp, probabilities=probabilities.astype(np.float16), class_names=np.asarray(class_names)
+            )
+        return final
+    import nibabel as nib
+
+    ref = _reference_nifti(reference)
+    data = np.moveaxis(probabilities, 0, -1)
+    img = nib.Nifti1Image(data, ref.affine)
+    img.set_data_dtype(np.float32)
+    img.set_qform(ref.affine, int(ref.header["qform_code"]) or 1)
+    img.set_sform(ref.affine, int(ref.header["sform_code"]) or 1)
+    with atomic_path(final) as tmp:
+        nib.save(img, str(tmp))
+    return final
+
+
+class BackgroundWriter:
+    """Run ``handler(item)`` in a worker thread fed by a bounded queue, so compute never waits on disk.
+
+    ``submit`` blocks when ``max_pending`` items wait (back-pressure bounds memory); results (or the
+    exception a handler raised) go to ``on_done(item, result, error)`` in the worker thread.
+    Use as a context manager; leaving it waits for every submitted item.
+    """
+
+    _STOP = object()
+
+    def __init__(
+        self,
+        handler: Callable[[Any], Any],
+        on_done: Callable[[Any, Any, BaseException | None], None],
+        max_pending: int = 2,
+    ) -> None:
+        self._handler = handler
+        self._on_done = on_done
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, max_pending))
+        self._thread = threading.Thread(target=self._run, name="medfocal-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is self._STOP:
+                return
+            try:
+                result = self._handler(item)
+            except Exception as err:
+                self._on_done(item, None, err)
+            else:
+                self._on_done(item, result, None)
+
+    def submit(self, item: Any) -> None:
+        """Queue one item (blocks while the queue is full)."""
+        if not self._thread.is_alive():
+            raise RuntimeError("background writer thread has stopped")
+        self._queue.put(item)
+
+    def close(self) -> None:
+        """Wait for every queued item, then stop the thread."""
+        if self._thread.is_alive():
+            self._queue.put(self._STOP)
+            self._thread.join()
+
+    def __enter__(self) -> BackgroundWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
