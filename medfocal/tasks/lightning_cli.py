@@ -76,6 +76,24 @@ class MedfocalCLI(LightningCLI):
         parser.link_arguments("model", "checkpoint.monitor", compute_fn=_monitor_of, apply_on="instantiate")
         parser.link_arguments("model", "checkpoint.mode", compute_fn=_mode_of, apply_on="instantiate")
 
+    def before_instantiate_classes(self) -> None:
+        """Hand top-level ``optimizer:``/``lr_scheduler:`` blocks to the module's injected callables.
+
+        LightningCLI would otherwise patch ``configure_optimizers`` (losing the module's scheduler
+        settings); moving the blocks into ``model.init_args`` keeps one code path and records them in
+        the checkpoint's hyperparameters.
+        """
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        if config is None:
+            return
+        init_args = config.get("model", {}).get("init_args")
+        if init_args is None:
+            return
+        for key in ("optimizer", "lr_scheduler"):
+            if config.get(key) is not None and key in init_args:
+                init_args[key] = config[key]
+                config[key] = None
+
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """Add the default progress bar and learning-rate monitor unless the config already has them."""
         config = self._get(self.config_init, "trainer", default={})
