@@ -8,6 +8,7 @@ for ResNet). Logits ``(B, out_channels)``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from monai.networks import nets as monai_nets
 from monai.networks.nets.resnet import ResNetBlock, ResNetBottleneck, get_inplanes
@@ -53,9 +54,9 @@ class _DenseNet(monai_nets.DenseNet):
         growth_rate: int = 32,
         bn_size: int = 4,
         dropout_prob: float = 0.0,
-        head: str = "focal",
+        head: Literal["focal", "linear"] = "focal",
         prior: float | Sequence[float] = 0.01,
-        activation: str = "softmax",
+        activation: Literal["softmax", "sigmoid"] = "softmax",
         init_std: float = 0.0,
     ) -> None:
         super().__init__(
@@ -108,9 +109,9 @@ class DenseNet121(_DenseNet):
         growth_rate: int = 32,
         bn_size: int = 4,
         dropout_prob: float = 0.0,
-        head: str = "focal",
+        head: Literal["focal", "linear"] = "focal",
         prior: float | Sequence[float] = 0.01,
-        activation: str = "softmax",
+        activation: Literal["softmax", "sigmoid"] = "softmax",
         init_std: float = 0.0,
     ) -> None:
         super().__init__(
@@ -134,9 +135,9 @@ class DenseNet169(_DenseNet):
         growth_rate: int = 32,
         bn_size: int = 4,
         dropout_prob: float = 0.0,
-        head: str = "focal",
+        head: Literal["focal", "linear"] = "focal",
         prior: float | Sequence[float] = 0.01,
-        activation: str = "softmax",
+        activation: Literal["softmax", "sigmoid"] = "softmax",
         init_std: float = 0.0,
     ) -> None:
         super().__init__(
@@ -160,9 +161,9 @@ class DenseNet201(_DenseNet):
         growth_rate: int = 32,
         bn_size: int = 4,
         dropout_prob: float = 0.0,
-        head: str = "focal",
+        head: Literal["focal", "linear"] = "focal",
         prior: float | Sequence[float] = 0.01,
-        activation: str = "softmax",
+        activation: Literal["softmax", "sigmoid"] = "softmax",
         init_std: float = 0.0,
     ) -> None:
         super().__init__(
@@ -186,9 +187,9 @@ class _ResNet(monai_nets.ResNet):
         conv1_t_stride: int = 1,
         no_max_pool: bool = False,
         shortcut_type: str = "B",
-        head: str = "focal",
+        head: Literal["focal", "linear"] = "focal",
         prior: float | Sequence[float] = 0.01,
-        activation: str = "softmax",
+        activation: Literal["softmax", "sigmoid"] = "softmax",
         init_std: float = 0.0,
     ) -> None:
         super().__init__(
@@ -245,9 +246,9 @@ class ResNet18(_ResNet):
         conv1_t_stride: int = 1,
         no_max_pool: bool = False,
         shortcut_type: str = "B",
-        head: str = "focal",
+        head: Literal["focal", "linear"] = "focal",
         prior: float | Sequence[float] = 0.01,
-        activation: str = "softmax",
+        activation: Literal["softmax", "sigmoid"] = "softmax",
         init_std: float = 0.0,
     ) -> None:
         super().__init__(
@@ -272,9 +273,9 @@ class ResNet34(_ResNet):
         conv1_t_stride: int = 1,
         no_max_pool: bool = False,
         shortcut_type: str = "B",
-        head: str = "focal",
+        head: Literal["focal", "linear"] = "focal",
         prior: float | Sequence[float] = 0.01,
-        activation: str = "softmax",
+        activation: Literal["softmax", "sigmoid"] = "softmax",
         init_std: float = 0.0,
     ) -> None:
         super().__init__(
@@ -300,9 +301,9 @@ class ResNet50(_ResNet):
         conv1_t_stride: int = 1,
         no_max_pool: bool = False,
         shortcut_type: str = "B",
-        head: str = "focal",
+        head: Literal["focal", "linear"] = "focal",
         prior: float | Sequence[float] = 0.01,
-        activation: str = "softmax",
+        activation: Literal["softmax", "sigmoid"] = "softmax",
         init_std: float = 0.0,
     ) -> None:
         super().__init__(

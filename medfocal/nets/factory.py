@@ -237,5 +237,8 @@ def build_model(spec: Mapping[str, Any]) -> nn.Module:
         raise ValueError(f"class_path {spec['class_path']!r}: {err}") from err
     model = cls(**init_args)
     if not hasattr(model, "_medfocal_spec"):
-        model._medfocal_spec = _spec_for(cls, init_args)
+        spec_out = _spec_for(cls, init_args)
+        if "." in str(spec["class_path"]):
+            spec_out["class_path"] = str(spec["class_path"])  # keep the caller's (public) path
+        model._medfocal_spec = spec_out
     return model

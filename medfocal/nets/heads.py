@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import nn
@@ -20,7 +21,9 @@ def _check_activation(activation: str) -> str:
 
 
 def prior_bias(
-    num_classes: int, prior: float | Sequence[float] = 0.01, activation: str = "softmax"
+    num_classes: int,
+    prior: float | Sequence[float] = 0.01,
+    activation: Literal["softmax", "sigmoid"] = "softmax",
 ) -> torch.Tensor:
     """Bias vector that makes the initial predicted probabilities equal the class priors.
 
@@ -117,7 +120,7 @@ class FocalHead(nn.Linear):
         in_features: int,
         num_classes: int,
         prior: float | Sequence[float] = 0.01,
-        activation: str = "softmax",
+        activation: Literal["softmax", "sigmoid"] = "softmax",
         init_std: float = 0.0,
     ) -> None:
         super().__init__(in_features, num_classes)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -91,9 +92,9 @@ class MultiScaleResNet(nn.Module):
         conv1_t_stride: int = 1,
         fusion_features: int = 256,
         dropout: float = 0.0,
-        head: str = "focal",
+        head: Literal["focal", "linear"] = "focal",
         prior: float | Sequence[float] = 0.01,
-        activation: str = "softmax",
+        activation: Literal["softmax", "sigmoid"] = "softmax",
         init_std: float = 0.0,
     ) -> None:
         super().__init__()
