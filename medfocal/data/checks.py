@@ -182,8 +182,8 @@ def _check_label(
     label = record.get("label")
     files = _files(label)
     if not files:
-        in_range = num_classes is None or 0 <= int(label) < num_classes
-        if isinstance(label, (int, np.integer)) and not in_range:
+        is_index = isinstance(label, (int, np.integer))
+        if is_index and num_classes is not None and not 0 <= int(label) < num_classes:
             problems.append(f"{record.get('case')}: class index {label} outside 0..{num_classes - 1}")
         return None
     path = files[0]
@@ -347,8 +347,27 @@ def _datamodule_from_config(config: str | None, data_json: dict | None, override
         data_json = {"class_path": "medfocal.data.SegmentationDataModule", "init_args": data_json}
     parser = ArgumentParser(prog="medfocal check-data", exit_on_error=False)
     parser.add_subclass_arguments(LightningDataModule, "data", required=True)
-    cfg = parser.parse_args(["--data", json.dumps(data_json), *overrides])
-    return parser.instantiate_classes(cfg).data
+    cfg = parser.parse_args([f"--data={json.dumps(data_json)}", *overrides])
+    return parser.instantiate(cfg).data
+
+
+def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Separate ``--data.x 3`` / ``--data.x=3`` overrides (as ``--data.x=3``) from the other arguments."""
+    rest: list[str] = []
+    overrides: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if not token.startswith("--data."):
+            rest.append(token)
+            i += 1
+        elif "=" not in token and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            overrides.append(f"{token}={argv[i + 1]}")
+            i += 2
+        else:
+            overrides.append(token)
+            i += 1
+    return rest, overrides
 
 
 def _datamodule_from_path(path: str) -> Any:
@@ -382,10 +401,8 @@ def main_check_data(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dataset-json", help="a Decathlon dataset.json")
     parser.add_argument("--quick", action="store_true", help="headers only (no NaN / label value checks)")
     parser.add_argument("--max-rows", type=int, default=40, help="cases shown in the table")
-    args, overrides = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
-    bad = [o for o in overrides if o.startswith("-") and not o.startswith("--data.")]
-    if bad:
-        parser.error(f"unrecognised arguments {bad} (only --data.* overrides are accepted)")
+    rest, overrides = _split_overrides(list(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(rest)
     try:
         if args.config or overrides:
             if args.config is None:
