@@ -24,7 +24,7 @@ from torch import nn
 __all__ = ["FORMAT_VERSION", "CheckpointInfo", "load_checkpoint", "read_checkpoint"]
 
 FORMAT_VERSION = 1
-_REQUIRED = ("task", "model", "activation", "num_classes", "in_channels", "spatial_dims", "preprocessing")
+_REQUIRED = ("task", "model", "activation", "num_classes", "in_channels", "spatial_dims")
 
 
 @dataclass(frozen=True)
@@ -56,9 +56,9 @@ class CheckpointInfo:
     def from_dict(cls, meta: Mapping[str, Any], path: str | Path = "<dict>") -> CheckpointInfo:
         """Validate a ``checkpoint["medfocal"]`` dict; ``ValueError`` naming the file and the missing keys."""
         path = Path(path)
-        missing = [k for k in _REQUIRED if k not in meta]
+        missing = [k for k in _REQUIRED if meta.get(k) is None]
         if missing:
-            raise ValueError(f"{path}: checkpoint['medfocal'] lacks {missing}")
+            raise ValueError(f"{path}: checkpoint['medfocal'] lacks (or has null) {missing}")
         version = int(meta.get("format_version", FORMAT_VERSION))
         if version > FORMAT_VERSION:
             raise ValueError(
@@ -86,7 +86,7 @@ class CheckpointInfo:
             in_channels=int(meta["in_channels"]),
             spatial_dims=int(meta["spatial_dims"]),
             roi_size=tuple(int(r) for r in roi) if roi else None,
-            preprocessing=dict(meta["preprocessing"]),
+            preprocessing=dict(meta.get("preprocessing") or {}),
             temperature=temperature,
         )
 

@@ -297,6 +297,8 @@ class Predictor:
         from monai.data import MetaTensor
         from monai.transforms import Invertd
 
+        if not image.applied_operations:  # nothing spatial was done (e.g. a 2D photo at native size)
+            return torch.as_tensor(probs).float()
         pred = MetaTensor(probs, meta=dict(image.meta))
         pred.applied_operations = list(image.applied_operations)
         data = {"image": image, "pred": pred}
@@ -315,22 +317,30 @@ class Predictor:
         return self._clean(label)
 
     def _clean(self, label: np.ndarray) -> np.ndarray:
-        n_fg = len(self.info.foreground_names)
-        if self.keep_largest and label.any():
-            from monai.transforms import KeepLargestConnectedComponent
+        """Per foreground class: keep the largest component and/or drop components < ``min_size`` voxels.
 
-            keep = KeepLargestConnectedComponent(applied_labels=list(range(1, n_fg + 1)), independent=True)
-            label = np.asarray(keep(torch.as_tensor(label[None]))[0]).astype(np.uint8)
-        if self.min_size > 0 and label.any():
-            from scipy import ndimage
+        scipy's labelling (full connectivity) rather than MONAI's ``KeepLargestConnectedComponent`` /
+        ``RemoveSmallObjects``, which need scikit-image (not a medfocal dependency).
+        """
+        if not (self.keep_largest or self.min_size > 0) or not label.any():
+            return label
+        from scipy import ndimage
 
-            structure = np.ones((3,) * label.ndim, dtype=bool)
-            for k in range(1, n_fg + 1):
-                comps, n = ndimage.label(label == k, structure=structure)
-                if n:
-                    sizes = np.bincount(comps.ravel())
-                    small = np.flatnonzero(sizes < self.min_size)
-                    label[np.isin(comps, small[small > 0])] = 0
+        structure = np.ones((3,) * label.ndim, dtype=bool)
+        for k in range(1, len(self.info.foreground_names) + 1):
+            comps, n = ndimage.label(label == k, structure=structure)
+            if n == 0:
+                continue
+            sizes = np.bincount(comps.ravel())
+            sizes[0] = 0
+            drop = np.zeros(n + 1, dtype=bool)
+            if self.keep_largest:
+                drop[1:] = True
+                drop[int(sizes.argmax())] = False
+            if self.min_size > 0:
+                drop |= sizes < self.min_size
+            drop[0] = False
+            label[drop[comps]] = 0
         return label
 
     def _finish(self, case: Case, image: Any, probs: torch.Tensor) -> Prediction:

@@ -56,9 +56,17 @@ def save_checkpoint(
 
 
 def threshold_oracle(
-    in_channels: int = 1, spatial_dims: int = 3, threshold: float = THRESHOLD, gain: float = 40.0
+    in_channels: int = 1,
+    spatial_dims: int = 3,
+    threshold: float = THRESHOLD,
+    gain: float = 40.0,
+    sign: float = 1.0,
 ):
-    """A 1x1 conv whose softmax says "lesion" where channel 0 > threshold: bright blobs are lesions."""
+    """A 1x1 conv whose softmax says "lesion" where ``sign * (channel 0 - threshold) > 0``.
+
+    Lesions of ``medfocal.synthetic`` are bright blobs (3D) or dark ellipses (2D: ``sign=-1``).
+    """
+    gain = gain * sign
     conv_cls = nn.Conv3d if spatial_dims == 3 else nn.Conv2d
     conv = conv_cls(in_channels, 2, kernel_size=1)
     with torch.no_grad():
@@ -77,5 +85,6 @@ def threshold_oracle(
 def oracle_checkpoint(path: Path, **kwargs: Any) -> Path:
     in_channels = kwargs.pop("in_channels", 1)
     spatial_dims = kwargs.pop("spatial_dims", 3)
-    model, spec = threshold_oracle(in_channels, spatial_dims)
+    oracle_kwargs = {k: kwargs.pop(k) for k in ("threshold", "sign") if k in kwargs}
+    model, spec = threshold_oracle(in_channels, spatial_dims, **oracle_kwargs)
     return save_checkpoint(path, model, spec, in_channels=in_channels, spatial_dims=spatial_dims, **kwargs)
