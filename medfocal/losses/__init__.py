@@ -1,1 +1,29 @@
-"""medfocal.losses."""
+"""medfocal.losses: focal-family losses for class-imbalanced segmentation and classification.
+
+Every loss is an ``nn.Module`` with ``forward(logits, target) -> Tensor``, takes logits
+``(B, C, *spatial)`` (2D or 3D) or ``(B, C)``, class-index / one-hot / multi-label / soft targets, and one
+``activation`` argument (``"softmax"`` or ``"sigmoid"``) honoured by every term.
+"""
+
+from __future__ import annotations
+
+from medfocal.losses.focal import FocalLoss
+from medfocal.losses.hybrid import (
+    DiceCELoss,
+    DiceFocalLoss,
+    FocalTverskyLoss,
+    JaccardFocalLoss,
+    TverskyFocalLoss,
+)
+from medfocal.losses.weights import class_balanced_alpha, set_class_counts
+
+__all__ = [
+    "DiceCELoss",
+    "DiceFocalLoss",
+    "FocalLoss",
+    "FocalTverskyLoss",
+    "JaccardFocalLoss",
+    "TverskyFocalLoss",
+    "class_balanced_alpha",
+    "set_class_counts",
+]
