@@ -172,6 +172,18 @@ class ClassificationModule(MedfocalModule):
         getattr(self, f"{stage}_metrics").update(probs, target)
         getattr(self, f"{stage}_confusion").update(probs, target)
 
+    def on_validation_epoch_start(self) -> None:
+        self._reset_metrics("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._reset_metrics("test")
+
+    def _reset_metrics(self, stage: str) -> None:
+        # fresh states in the loop's grad/inference context (a module reused across trainers keeps none)
+        for metric in (getattr(self, f"{stage}_metrics"), getattr(self, f"{stage}_confusion")):
+            if metric is not None:
+                metric.reset()
+
     def on_validation_epoch_end(self) -> None:
         self._log_epoch_metrics("val")
 

@@ -1,0 +1,80 @@
+"""Tests for medfocal.tasks.classification.ClassificationModule."""
+
+from __future__ import annotations
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+from standins import BlobClassificationData, CrossEntropy, TinyClassifier
+
+from medfocal.tasks import ClassificationModule
+
+
+class _Recorder(pl.Callback):
+    """Keep the validation probabilities and labels so metrics can be recomputed with scikit-learn."""
+
+    def __init__(self) -> None:
+        self.probs: list[torch.Tensor] = []
+        self.labels: list[torch.Tensor] = []
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        with torch.no_grad():
+            self.probs.append(pl_module.probabilities(pl_module(batch["image"])))
+        self.labels.append(batch["label"])
+
+
+def test_short_fit_lowers_the_loss_and_beats_chance(make_trainer):
+    torch.manual_seed(0)
+    data = BlobClassificationData(n=90, batch_size=16)
+    module = ClassificationModule(
+        TinyClassifier(), CrossEntropy(), optimizer=lambda p: torch.optim.Adam(p, lr=0.05)
+    )
+    trainer = make_trainer(max_epochs=1, limit_train_batches=1)
+    trainer.validate(module, data)
+    loss_before = float(trainer.callback_metrics["val/loss"])
+    trainer = make_trainer(max_epochs=15)
+    trainer.fit(module, data)
+    metrics = trainer.callback_metrics
+    assert float(metrics["val/loss"]) < 0.8 * loss_before
+    assert float(metrics["val/balanced_accuracy"]) > 0.6  # chance: 1/3
+    assert float(metrics["val/auroc"]) > 0.8  # chance: 0.5
+
+
+def test_metrics_agree_with_scikit_learn(make_trainer):
+    recorder = _Recorder()
+    module = ClassificationModule(TinyClassifier(), CrossEntropy())
+    trainer = make_trainer(callbacks=[recorder])
+    trainer.validate(module, BlobClassificationData(n=60))
+    probs, labels = torch.cat(recorder.probs), torch.cat(recorder.labels)
+    metrics = trainer.callback_metrics
+    expected_bacc = balanced_accuracy_score(labels.numpy(), probs.argmax(1).numpy())
+    assert float(metrics["val/balanced_accuracy"]) == pytest.approx(expected_bacc, abs=1e-5)
+    expected_auc = roc_auc_score(labels.numpy(), probs.numpy(), multi_class="ovr", average="macro")
+    assert float(metrics["val/auroc"]) == pytest.approx(expected_auc, abs=1e-4)
+    for name in ("common", "rare", "rarest"):
+        assert f"val/recall_{name}" in metrics
+    assert module.confusion_matrix.shape == (3, 3)
+    assert int(module.confusion_matrix.sum()) == 60
+
+
+@pytest.mark.parametrize(
+    "n_out, labels", [(1, torch.tensor([0, 1, 1, 0])), (3, torch.tensor([[1, 0, 1]] * 4))]
+)
+def test_sigmoid_binary_and_multilabel_metrics(n_out, labels):
+    module = ClassificationModule(
+        torch.nn.Identity(), CrossEntropy(), activation="sigmoid", num_classes=n_out
+    )
+    module.setup("validate")
+    logits = torch.randn(4, n_out)
+    probs, target = module._scores_and_target(logits, labels.float())
+    module.val_metrics.update(probs, target)
+    values = module.val_metrics.compute()
+    assert ("val/map" in values) == (n_out > 1)
+    assert "val/balanced_accuracy" in values
+
+
+def test_num_classes_is_required_without_a_datamodule():
+    module = ClassificationModule(TinyClassifier(), CrossEntropy())
+    with pytest.raises(ValueError, match="num_classes"):
+        module.setup("fit")

@@ -1,0 +1,106 @@
+"""Tests for medfocal.tasks.segmentation.SegmentationModule."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from standins import BlobSegmentationData, CrossEntropy
+
+from medfocal.nets import UNet, build_model
+from medfocal.tasks import SegmentationModule
+
+
+def _unet(spatial_dims: int = 2) -> UNet:
+    return UNet(spatial_dims, 1, 2, channels=(4, 8), strides=(2,), num_res_units=0)
+
+
+def test_checkpoint_is_self_describing_and_weights_only(make_trainer, tmp_path):
+    module = SegmentationModule(_unet(), CrossEntropy(), compute_hd95=False)
+    trainer = make_trainer(limit_train_batches=2, limit_val_batches=1)
+    trainer.fit(module, BlobSegmentationData(n=8))
+    path = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(path)
+    ckpt = torch.load(path, weights_only=True, map_location="cpu")
+    meta = ckpt["medfocal"]
+    assert meta == {
+        "format_version": 1,
+        "task": "segmentation",
+        "model": meta["model"],
+        "activation": "softmax",
+        "class_names": ["background", "lesion"],
+        "num_classes": 2,
+        "in_channels": 1,
+        "spatial_dims": 2,
+        "roi_size": None,
+        "preprocessing": {"modality": "generic", "spatial_dims": 2},
+        "temperature": 1.0,
+    }
+    rebuilt = build_model(meta["model"])
+    weights = {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    rebuilt.load_state_dict(weights)
+    x = torch.randn(1, 1, 16, 16)
+    module.eval()
+    torch.testing.assert_close(rebuilt.eval()(x), module.model(x))
+    assert ckpt["hyper_parameters"]["optimizer"]["class_path"].endswith("AdamW")
+
+
+def test_validation_logs_monai_metrics_per_class(make_trainer):
+    module = SegmentationModule(_unet(), CrossEntropy())
+    trainer = make_trainer(limit_train_batches=1, limit_val_batches=2)
+    trainer.validate(module, BlobSegmentationData(n=8))
+    metrics = trainer.callback_metrics
+    for key in ("val/dice", "val/iou", "val/hd95", "val/sensitivity", "val/specificity", "val/loss"):
+        assert key in metrics, key
+    assert module.monitor == "val/dice" and module.monitor_mode == "max"
+
+
+def test_dice_matches_monai_on_perfect_and_empty_prediction():
+    module = SegmentationModule(_unet(), CrossEntropy(), compute_hd95=False)
+    label = torch.zeros(2, 1, 8, 8)
+    label[:, :, 2:5, 2:5] = 1
+    perfect = torch.cat([1 - label, label], dim=1) * 10
+    pred, target = module.discretise(perfect, label)
+    assert pred.shape == target.shape == (2, 2, 8, 8)
+    torch.testing.assert_close(pred, target)
+    # one sigmoid channel becomes a two-class one-hot
+    sig = SegmentationModule(
+        UNet(2, 1, 1, channels=(4, 8), strides=(2,)), CrossEntropy(), activation="sigmoid"
+    )
+    pred, target = sig.discretise(label * 4 - 2, label)
+    assert pred.shape == (2, 2, 8, 8)
+    torch.testing.assert_close(pred, target)
+
+
+def test_sliding_window_validation_in_3d_takes_roi_from_datamodule(make_trainer):
+    data = BlobSegmentationData(n=4, shape=(24, 24, 24), batch_size=2)
+    data.roi_size = (16, 16, 16)
+    module = SegmentationModule(_unet(3), CrossEntropy(), compute_hd95=False, sw_batch_size=2)
+    trainer = make_trainer(limit_train_batches=1, limit_val_batches=1)
+    trainer.fit(module, data)
+    assert module.roi_size == (16, 16, 16)
+    out = module(torch.randn(1, 1, 24, 24, 24))
+    assert out.shape == (1, 2, 24, 24, 24)
+
+
+def test_predict_divides_logits_by_temperature():
+    module = SegmentationModule(_unet(), CrossEntropy()).eval()
+    x = torch.randn(1, 1, 16, 16)
+    with torch.no_grad():
+        logits = module(x)
+        module.temperature.fill_(2.0)
+        probs = module.predict_step({"image": x}, 0)
+    torch.testing.assert_close(probs, torch.softmax(logits / 2.0, dim=1))
+    assert "temperature" in module.state_dict()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"activation": "relu"}, "activation"),
+        ({"sw_overlap": 1.0}, "sw_overlap"),
+        ({"monitor_mode": "up"}, "max"),
+    ],
+)
+def test_invalid_arguments_raise_value_error(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SegmentationModule(_unet(), CrossEntropy(), **kwargs)
