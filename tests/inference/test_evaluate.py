@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import csv
+import math
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from medfocal.inference import evaluate_case, evaluate_folders
+from medfocal.inference.commands import main_evaluate
+
+AFFINE = np.diag([2.0, 1.0, 3.0, 1.0])  # voxel 6 mm^3
+
+
+def _save(path, data, affine=AFFINE):
+    img = nib.Nifti1Image(np.asarray(data, dtype=np.uint8), affine)
+    nib.save(img, path)
+
+
+def _pair():
+    gt = np.zeros((6, 6, 4), np.uint8)
+    pred = np.zeros_like(gt)
+    gt[1:3, 1:3, 1] = 1  # 4 voxels
+    pred[1:3, 1:4, 1] = 1  # 6 voxels, 4 shared
+    gt[5, 5, 3] = 2  # label 2 missed entirely
+    return pred, gt
+
+
+def test_numbers_against_hand_computation():
+    pred, gt = _pair()
+    one, two = evaluate_case(pred, gt, [1, 2], AFFINE)
+    assert one["dice"] == pytest.approx(2 * 4 / (6 + 4))
+    assert one["iou"] == pytest.approx(4 / 6)
+    # the extra pred voxels (axis 1, spacing 1 mm) lie 1 mm from the gt surface
+    assert one["hd95_mm"] == pytest.approx(1.0, abs=0.05)
+    assert one["volume_pred_ml"] == pytest.approx(6 * 6 / 1000)
+    assert one["volume_diff_ml"] == pytest.approx((6 - 4) * 6 / 1000)
+    assert two["dice"] == 0.0 and math.isnan(two["hd95_mm"]) and math.isnan(two["asd_mm"])
+    empty = evaluate_case(np.zeros_like(gt), np.zeros_like(gt), [1])[0]
+    assert empty["dice"] == 1.0 and math.isnan(empty["hd95_mm"])
+
+
+def test_anisotropic_spacing_from_affine():
+    gt = np.zeros((12, 3, 3), np.uint8)
+    pred = np.zeros_like(gt)
+    gt[2, 1, 1] = 1
+    pred[2:5, 1, 1] = 1  # two voxels further along x
+    for spacing in (1.0, 2.5):
+        row = evaluate_case(pred, gt, [1], np.diag([spacing, 1.0, 1.0, 1.0]))[0]
+        # directed distances pred -> gt are 0, s, 2s; HD95 is their 95th percentile (gt -> pred: 0)
+        assert row["hd95_mm"] == pytest.approx(np.percentile([0.0, spacing, 2 * spacing], 95), rel=1e-5)
+        assert row["asd_mm"] == pytest.approx((0 + spacing + 2 * spacing + 0) / 4, rel=1e-5)
+
+
+def test_folders_csv_summary_plot_and_cli(tmp_path, capsys):
+    pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
+    pred_dir.mkdir()
+    gt_dir.mkdir()
+    pred, gt = _pair()
+    _save(pred_dir / "a.nii.gz", pred)
+    _save(gt_dir / "a.nii.gz", gt)
+    _save(pred_dir / "b.nii.gz", gt)
+    _save(gt_dir / "b.nii.gz", gt)
+    (pred_dir / "report.csv").write_text("case,status\n")  # unrelated files are ignored
+    res = evaluate_folders(pred_dir, gt_dir)
+    assert [(r["case"], r["label"]) for r in res.rows] == [("a", 1), ("a", 2), ("b", 1), ("b", 2)]
+    by = {(r["label"], r["metric"]): r for r in res.summary}
+    assert by[(1, "dice")]["mean"] == pytest.approx((0.8 + 1.0) / 2)
+    assert by[(1, "dice")]["median"] == pytest.approx(0.9)
+    assert by[(1, "dice")]["std"] == pytest.approx(0.1)
+    assert by[(2, "hd95_mm")]["n"] == 1 and by[(2, "hd95_mm")]["n_nan"] == 1
+    assert ("mean", "dice") in by
+    assert res.plot_path.is_file() and res.plot_path.read_bytes()[:4] == b"\x89PNG"
+    rows = list(csv.DictReader(res.csv_path.open()))
+    assert rows[1]["hd95_mm"] == "nan"
+
+    out = tmp_path / "m" / "metrics.csv"
+    assert main_evaluate(["-p", str(pred_dir), "-g", str(gt_dir), "--labels", "1", "-o", str(out)]) == 0
+    assert out.is_file() and (tmp_path / "m" / "metrics_summary.csv").is_file()
+    assert "Dice" in capsys.readouterr().out
+
+
+def test_geometry_mismatch_refused(tmp_path, capsys):
+    pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
+    pred_dir.mkdir()
+    gt_dir.mkdir()
+    pred, gt = _pair()
+    _save(gt_dir / "a.nii.gz", gt)
+    shifted = AFFINE.copy()
+    shifted[0, 3] = 5.0
+    _save(pred_dir / "a.nii.gz", pred, shifted)
+    with pytest.raises(
+        ValueError, match=r"pred/a\.nii\.gz: affine differs from ground truth .*gt/a\.nii\.gz"
+    ):
+        evaluate_folders(pred_dir, gt_dir, labels=[1])
+    _save(pred_dir / "a.nii.gz", pred[:, :, :3])
+    with pytest.raises(ValueError, match=r"shape \(6, 6, 3\) differs from ground truth"):
+        evaluate_folders(pred_dir, gt_dir)
+    assert main_evaluate(["-p", str(pred_dir), "-g", str(gt_dir)]) == 2
+    assert "differs from ground truth" in capsys.readouterr().err
+    (pred_dir / "a.nii.gz").unlink()
+    with pytest.raises(FileNotFoundError, match="no prediction for 1 case"):
+        evaluate_folders(pred_dir, gt_dir)
