@@ -7,6 +7,8 @@ Every loss is an ``nn.Module`` with ``forward(logits, target) -> Tensor``, takes
 
 from __future__ import annotations
 
+from medfocal.losses.automated import AutomatedFocalLoss
+from medfocal.losses.calibrated import AdaFocalLoss, FLSD53FocalLoss
 from medfocal.losses.focal import FocalLoss
 from medfocal.losses.hybrid import (
     DiceCELoss,
@@ -15,15 +17,23 @@ from medfocal.losses.hybrid import (
     JaccardFocalLoss,
     TverskyFocalLoss,
 )
+from medfocal.losses.registry import get, names
+from medfocal.losses.unified import UnifiedFocalLoss
 from medfocal.losses.weights import class_balanced_alpha, set_class_counts
 
 __all__ = [
+    "AdaFocalLoss",
+    "AutomatedFocalLoss",
     "DiceCELoss",
     "DiceFocalLoss",
+    "FLSD53FocalLoss",
     "FocalLoss",
     "FocalTverskyLoss",
     "JaccardFocalLoss",
     "TverskyFocalLoss",
+    "UnifiedFocalLoss",
     "class_balanced_alpha",
+    "get",
+    "names",
     "set_class_counts",
 ]

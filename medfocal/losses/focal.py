@@ -7,7 +7,7 @@ which compute ``log_softmax`` once for the focal and the region terms.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -120,14 +120,14 @@ def softmax_focal_index(
         alpha: ``(C,)`` per-class balancing factor (mean still divides by the voxel count), or None.
         weight: ``(C,)`` per-class weights as ``F.cross_entropy`` (mean divides by the summed weights).
         label_smoothing: in ``[0, 1]``.
-        gamma_fn: optional callable ``log p_t (detached) -> gamma`` overriding ``gamma``.
+        gamma_fn: optional callable ``(log p_t (detached), valid) -> gamma`` overriding ``gamma``.
 
     Returns:
         :class:`FocalTerms` with ``loss`` of shape ``(B, *spatial)`` (zero where ignored).
     """
     logp_t = logp.gather(1, index.unsqueeze(1)).squeeze(1)
     if gamma_fn is not None:
-        gamma = gamma_fn(logp_t.detach())
+        gamma = gamma_fn(logp_t.detach(), valid)
     mod = modulating_factor(logp_t, gamma)
     loss = -logp_t if mod is None else -mod * logp_t
     factor = _combine(alpha, weight)
@@ -168,7 +168,7 @@ def softmax_focal_dense(
     c = logp.shape[1]
     shape = (1, c, *([1] * (logp.ndim - 2)))
     if gamma_fn is not None:
-        gamma = gamma_fn((target * logp.detach()).sum(1))
+        gamma = gamma_fn((target * logp.detach()).sum(1), valid)
     if isinstance(gamma, Tensor) and gamma.ndim:
         gamma = gamma.unsqueeze(1)
     y = target
@@ -213,7 +213,7 @@ def sigmoid_focal(
     shape = (1, c, *([1] * (x.ndim - 2)))
     ce = F.binary_cross_entropy_with_logits(x, target, reduction="none")
     if gamma_fn is not None:
-        gamma = gamma_fn(-ce.detach())
+        gamma = gamma_fn(-ce.detach(), None if valid is None else valid.unsqueeze(1))
     loss = ce
     if isinstance(gamma, Tensor):  # sample-dependent gamma: p_t = exp(-CE), exact for hard labels
         loss = modulating_factor(-ce, gamma) * ce
@@ -342,8 +342,8 @@ class FocalLoss(nn.Module):
             self.weight.device if self.weight is not None else "cpu"
         )
 
-    def _gamma_fn(self):
-        """A callable ``log p_t -> gamma`` for sample-dependent gammas (subclasses), or None."""
+    def _gamma_fn(self) -> Callable[[Tensor, Tensor | None], Tensor] | None:
+        """A callable ``(log p_t, valid mask) -> gamma`` for sample-dependent gammas (subclasses), or None."""
         return None
 
     def class_factors(self, num_classes: int, like: Tensor) -> tuple[Tensor | None, Tensor | None]:
