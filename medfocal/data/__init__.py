@@ -28,6 +28,7 @@ from medfocal.data.transforms import (
     LabelToIndexd,
     PreprocessingSpec,
     inference_transforms,
+    label_transforms,
     train_transforms,
 )
 
@@ -49,6 +50,7 @@ __all__ = [
     "class_balanced_weights",
     "detect_layout",
     "inference_transforms",
+    "label_transforms",
     "main_check_data",
     "split_indices",
     "train_transforms",

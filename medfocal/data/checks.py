@@ -16,7 +16,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medfocal.data.transforms import PreprocessingSpec, inference_transforms
+from medfocal.data.transforms import PreprocessingSpec, label_transforms
 
 __all__ = [
     "CaseSummary",
@@ -106,9 +105,20 @@ def _load_header(path: str | list[str]) -> _Header:
 
 
 def _load_label(path: Any, spec: PreprocessingSpec) -> torch.Tensor:
-    """Label map as the network sees its values (remapped/thresholded), native grid."""
-    plain = dataclasses.replace(spec, orientation="", spacing=None, resize=None)
-    return inference_transforms(plain, keys=("label",))({"label": path})["label"]
+    """Label map as the network sees its values (remapped/thresholded), native grid.
+
+    Raises:
+        ValueError: stored values that are not integers (unless ``label_threshold`` binarises them).
+    """
+    from monai.transforms import Compose, LoadImage
+
+    raw = LoadImage(reader=spec.reader, image_only=True, ensure_channel_first=True)(path)
+    if spec.label_threshold is None:
+        values = torch.as_tensor(raw)
+        if values.is_floating_point() and not torch.equal(values, torch.round(values)):
+            bad = values[values != torch.round(values)][:3].tolist()
+            raise ValueError(f"{path}: label values must be integers, found {bad} (set label_threshold?)")
+    return Compose(label_transforms(spec))({"label": raw})["label"]
 
 
 def label_counts(path: Any, spec: PreprocessingSpec, minlength: int = 0) -> np.ndarray:
@@ -292,6 +302,8 @@ def _print_report(datamodule: Any, summaries: list[CaseSummary], problems: list[
     from rich.table import Table
 
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
     names = datamodule.class_names
     table = Table(title=f"{datamodule.describe()}  ({len(summaries)} cases)")
     for column in ("case", "split", "channels", "shape", "spacing", "label / class voxel %"):
@@ -327,7 +339,7 @@ def _print_report(datamodule: Any, summaries: list[CaseSummary], problems: list[
     if problems:
         console.print(f"[bold red]{len(problems)} problem(s):[/bold red]")
         for p in problems:
-            console.print(f"  - {p}", markup=False)
+            console.print(f"  - {p}", markup=False, soft_wrap=True)
     else:
         console.print("[bold green]no problems found[/bold green]")
 

@@ -54,6 +54,7 @@ __all__ = [
     "LabelToIndexd",
     "PreprocessingSpec",
     "inference_transforms",
+    "label_transforms",
     "train_transforms",
 ]
 
@@ -265,6 +266,21 @@ def _intensity(spec: PreprocessingSpec, image_keys: list[str]) -> list:
     return out
 
 
+def label_transforms(spec: PreprocessingSpec, keys: Sequence[str] = ("label",)) -> list:
+    """The label clean-up steps of ``spec`` (channel pick, ``label_map`` or ``label_threshold``)."""
+    keys = list(keys)
+    if not keys:
+        return []
+    if spec.label_map:
+        orig = list(spec.label_map)
+        target = [spec.label_map[k] for k in orig]
+        return [
+            LabelToIndexd(keys, threshold=None, channel=spec.label_channel),
+            MapLabelValued(keys, orig, target, dtype=np.float32),
+        ]
+    return [LabelToIndexd(keys, threshold=spec.label_threshold, channel=spec.label_channel)]
+
+
 def inference_transforms(
     spec: PreprocessingSpec,
     keys: Sequence[str] = ("image",),
@@ -296,15 +312,7 @@ def inference_transforms(
         steps.append(LoadImaged(keys, reader=spec.reader, image_only=True))
         steps.append(EnsureChannelFirstd(keys))
     steps.append(EnsureTyped(keys, dtype=torch.float32, track_meta=True))
-    if label_keys:
-        if spec.label_map:
-            steps.append(LabelToIndexd(label_keys, threshold=None, channel=spec.label_channel))
-            orig = list(spec.label_map)
-            target = [spec.label_map[k] for k in orig]
-            steps.append(MapLabelValued(label_keys, orig, target, dtype=np.float32))
-        else:
-            threshold = spec.label_threshold
-            steps.append(LabelToIndexd(label_keys, threshold=threshold, channel=spec.label_channel))
+    steps += label_transforms(spec, label_keys)
     if spec.orientation:
         steps.append(Orientationd(keys, axcodes=spec.orientation, labels=None))
     if spec.spacing is not None:

@@ -129,7 +129,7 @@ def test_label_map_turns_255_into_1(tmp_path):
 
 
 def test_inference_transforms_invert_to_input_geometry(tmp_path):
-    image, label = lesion_case()
+    image, _ = lesion_case()
     img_path = write_nifti(tmp_path / "img.nii.gz", image)
     spec = PreprocessingSpec(modality="mri", spacing=(1.5, 1.5, 1.5))
     transform = inference_transforms(spec, keys=("image",))
