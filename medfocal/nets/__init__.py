@@ -23,7 +23,7 @@ from medfocal.nets.factory import (
     model_spec,
     register_model,
 )
-from medfocal.nets.heads import FocalHead, prior_bias, replace_classifier
+from medfocal.nets.heads import FocalHead, prior_bias, replace_classifier, set_prior
 from medfocal.nets.multiscale import MultiScaleResNet
 from medfocal.nets.segmentation import BasicUNet, DynUNet, UNet
 
@@ -49,4 +49,5 @@ __all__ = [
     "prior_bias",
     "register_model",
     "replace_classifier",
+    "set_prior",
 ]

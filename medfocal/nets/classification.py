@@ -89,7 +89,11 @@ _DENSENET_DOC = """MONAI DenseNet-{depth} classifier (2D/3D) with a focal head b
 
     Example::
 
-        >>> net = DenseNet{depth}(spatial_dims=2, in_channels=3, out_channels=4, prior=[0.7, 0.1, 0.1, 0.1])
+        >>> import torch
+        >>> net = DenseNet{depth}(spatial_dims=2, in_channels=3, out_channels=4, prior=[0.7, 0.1, 0.1, 0.1],
+        ...                  init_features=16, growth_rate=8)
+        >>> net(torch.zeros(2, 3, 32, 32)).softmax(1)[0]
+        tensor([0.7000, 0.1000, 0.1000, 0.1000], grad_fn=<SelectBackward0>)
 
     Huang et al., Densely Connected Convolutional Networks, CVPR 2017.
     """
@@ -210,7 +214,8 @@ class _ResNet(monai_nets.ResNet):
 
 _RESNET_DOC = """MONAI ResNet-{depth} classifier (2D/3D) with a focal head by default.
 
-    Spatial sizes must be at least 16 with ``conv1_t_stride=1`` (four halvings). Randomly initialised.
+    Spatial sizes must be at least 16 with ``conv1_t_stride=1`` (four halvings; in training, batch norm
+    also needs a batch of 2 or more at that size). Randomly initialised.
 
     Args:
         spatial_dims: 2 or 3.
@@ -225,7 +230,12 @@ _RESNET_DOC = """MONAI ResNet-{depth} classifier (2D/3D) with a focal head by de
 
     Example::
 
-        >>> net = ResNet{depth}(spatial_dims=3, in_channels=1, out_channels=2, activation="sigmoid")
+        >>> import torch
+        >>> net = ResNet{depth}(spatial_dims=3, in_channels=1, out_channels=2, activation="sigmoid",
+        ...                widen_factor=0.125)
+        >>> net(torch.zeros(2, 1, 16, 16, 16)).sigmoid()
+        tensor([[0.0100, 0.0100],
+                [0.0100, 0.0100]], grad_fn=<SigmoidBackward0>)
 
     He et al., Deep Residual Learning for Image Recognition, CVPR 2016.
     """

@@ -216,7 +216,7 @@ def build_model(spec: Mapping[str, Any]) -> nn.Module:
 
     Example::
 
-        >>> net = create_model("resnet18", spatial_dims=2, in_channels=1, out_channels=3)
+        >>> net = create_model("resnet18", spatial_dims=2, in_channels=1, out_channels=3, widen_factor=0.25)
         >>> clone = build_model(net._medfocal_spec)
     """
     if not isinstance(spec, Mapping):

@@ -11,7 +11,7 @@ from monai.networks.nets import DenseNet121 as MonaiDenseNet121
 from monai.networks.nets import resnet18 as monai_resnet18
 from torch import nn
 
-from medfocal.nets import FocalHead, create_model, prior_bias, replace_classifier
+from medfocal.nets import FocalHead, create_model, prior_bias, replace_classifier, set_prior
 
 PRIORS = {"scalar": 0.01, "per_class": [0.85, 0.1, 0.05]}
 
@@ -139,3 +139,13 @@ def test_replace_classifier_errors():
         replace_classifier(net, FocalHead(9, 2))
     with pytest.raises(ValueError, match=r"no nn\.Linear"):
         replace_classifier(nn.Conv2d(1, 2, 1), FocalHead(8, 2))
+
+
+def test_set_prior_from_class_counts():
+    model = create_model("resnet18", **tiny_kwargs("resnet18", 2, activation="softmax")).eval()
+    counts = torch.tensor([900.0, 80.0, 20.0])
+    assert set_prior(model, (counts / counts.sum()).tolist()) == 1
+    with torch.no_grad():
+        p = torch.softmax(model(torch.randn(input_shape("resnet18", 2))), 1)
+    torch.testing.assert_close(p.mean(0), counts / counts.sum())
+    assert set_prior(nn.Linear(2, 2), 0.1) == 0
