@@ -137,7 +137,7 @@ def test_datamodule_setup_runs_quick_check(lesion_dataset, tmp_path):
     shutil.copytree(lesion_dataset, broken)
     (broken / "labelsTr" / "case_002.nii.gz").unlink()
     dm = SegmentationDataModule(str(broken), num_workers=0)
-    with pytest.raises(DataValidationError, match="case_002.nii.gz: missing label file"):
+    with pytest.raises(DataValidationError, match=r"case_002\.nii\.gz: missing label file"):
         dm.setup("fit")
 
 

@@ -53,7 +53,7 @@ def test_decathlon_nnunet_style_labels(tmp_path, lesion_dataset):
 
 
 def test_decathlon_missing_json(tmp_path):
-    with pytest.raises(FileNotFoundError, match="dataset.json"):
+    with pytest.raises(FileNotFoundError, match=r"dataset\.json"):
         DecathlonLayout(str(tmp_path))
 
 

@@ -1,0 +1,204 @@
+"""Datamodules: contract attributes, batches, class counts, seeded/stratified splits, sampler, caching."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from medfocal.data import (
+    Augmentation,
+    ClassificationDataModule,
+    PreprocessingSpec,
+    SegmentationDataModule,
+    class_balanced_sampler,
+    split_indices,
+)
+
+
+def _seg(lesion_dataset, **kwargs):
+    kwargs.setdefault("num_workers", 0)
+    return SegmentationDataModule(str(lesion_dataset), **kwargs)
+
+
+def test_segmentation_contract_attributes_and_batches(lesion_dataset):
+    dm = _seg(
+        lesion_dataset,
+        preprocessing=PreprocessingSpec(modality="mri", spacing=(1.5, 1.5, 2.5)),
+        roi_size=[16, 16, 8],
+        num_samples=2,
+        batch_size=2,
+    )
+    dm.setup("fit")
+    assert dm.class_names == ["background", "lesion"] and dm.num_classes == 2
+    assert dm.in_channels == 1 and dm.spatial_dims == 3 and dm.roi_size == (16, 16, 8)
+    assert dm.preprocessing.orientation == "RAS"
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (4, 1, 16, 16, 8) and batch["image"].dtype == torch.float32
+    assert batch["label"].shape == (4, 1, 16, 16, 8)
+    val = next(iter(dm.val_dataloader()))
+    assert val["image"].shape[:2] == (1, 1) and val["label"].shape[1] == 1
+    assert len(dm.splits["train"]) + len(dm.splits["val"]) == 6
+    assert len(dm.splits["test"]) == 2
+
+
+def test_segmentation_class_counts_match_label_files(lesion_dataset, tmp_path):
+    dm = _seg(lesion_dataset, cache_dir=str(tmp_path / "cache"))
+    counts = dm.class_counts()
+    expected = np.zeros(2)
+    for record in dm.splits["train"]:
+        data = np.asarray(nib.load(record["label"]).dataobj).astype(np.int64)
+        expected += np.bincount(data.reshape(-1), minlength=2)
+    assert counts.dtype == torch.float32 and counts.tolist() == expected.tolist()
+    cached = list((tmp_path / "cache").glob("class_counts_*.json"))
+    assert len(cached) == 1 and json.loads(cached[0].read_text()) == expected.tolist()
+    again = _seg(lesion_dataset, cache_dir=str(tmp_path / "cache"))
+    assert again.class_counts().tolist() == expected.tolist()
+
+
+def test_class_counts_reject_undeclared_labels(lesion_dataset):
+    dm = _seg(lesion_dataset, class_names=["background"])
+    with pytest.raises(ValueError, match=r"label values \[1\] outside the classes \['background'\]"):
+        dm.class_counts()
+
+
+def test_split_is_seeded_and_deterministic(lesion_dataset):
+    cases = lambda dm: [r["case"] for r in dm.splits["val"]]  # noqa: E731
+    assert cases(_seg(lesion_dataset, seed=3)) == cases(_seg(lesion_dataset, seed=3))
+    seeds = {tuple(cases(_seg(lesion_dataset, seed=s))) for s in range(6)}
+    assert len(seeds) > 1
+
+
+def test_kfold_partitions_all_cases(lesion_dataset):
+    folds = [_seg(lesion_dataset, fold=k, num_folds=3) for k in range(3)]
+    val_cases = [r["case"] for dm in folds for r in dm.splits["val"]]
+    assert sorted(val_cases) == [f"case_{i:03d}" for i in range(6)]
+    for dm in folds:
+        assert not {r["case"] for r in dm.splits["val"]} & {r["case"] for r in dm.splits["train"]}
+
+
+def test_split_indices_stratified():
+    labels = np.array([0] * 80 + [1] * 15 + [2] * 5)
+    train, val = split_indices(100, val_fraction=0.2, seed=1, stratify=labels)
+    assert len(val) == 20 and not set(train) & set(val)
+    assert np.bincount(labels[val]).tolist() == [16, 3, 1]
+    again = split_indices(100, val_fraction=0.2, seed=1, stratify=labels)
+    assert np.array_equal(val, again[1])
+
+
+def test_split_indices_stratified_kfold():
+    labels = np.array([0] * 20 + [1] * 5)
+    for fold in range(5):
+        _, val = split_indices(25, seed=0, fold=fold, num_folds=5, stratify=labels)
+        assert np.bincount(labels[val]).tolist() == [4, 1]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"val_fraction": 1.0}, "val_fraction"),
+        ({"fold": 5, "num_folds": 5}, "fold"),
+    ],
+)
+def test_split_indices_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        split_indices(10, **kwargs)
+
+
+def test_classification_split_is_stratified(tmp_path):
+    from medfocal.synthetic import make_classification_npz
+
+    path = make_classification_npz(tmp_path / "c.npz", n=(100, 1, 1), imbalance=(0.7, 0.2, 0.1))
+    arrays = np.load(path)
+    np.savez(tmp_path / "noval.npz", train_images=arrays["train_images"], train_labels=arrays["train_labels"])
+    dm = ClassificationDataModule(str(tmp_path / "noval.npz"), num_workers=0, val_fraction=0.2, seed=0)
+    labels = arrays["train_labels"].reshape(-1)
+    val = np.array([r["label"] for r in dm.splits["val"]])
+    expected = np.bincount(labels, minlength=3) * 0.2
+    assert np.all(np.abs(np.bincount(val, minlength=3) - expected) <= 1.0)
+    assert dm.class_counts().sum() == 80
+
+
+def test_balanced_sampler_draws_classes_evenly(classification_npz):
+    dm = ClassificationDataModule(
+        str(classification_npz),
+        num_workers=0,
+        balanced_sampler=True,
+        batch_size=60,
+        augmentation=Augmentation(flip_prob=0, rot90_prob=0, affine_prob=0, noise_prob=0),
+    )
+    dm.setup("fit")
+    labels = torch.cat([b["label"] for b in dm.train_dataloader()])
+    share = torch.bincount(labels, minlength=3).float() / len(labels)
+    assert torch.all((share - 1 / 3).abs() < 0.15), share
+    plain = class_balanced_sampler([0, 0, 0, 1], num_samples=4000)
+    drawn = np.bincount(np.array([0, 0, 0, 1])[list(plain)], minlength=2) / 4000
+    assert abs(drawn[1] - 0.5) < 0.05
+
+
+def test_balanced_sampler_is_wrapped_for_ddp(classification_npz):
+    """Lightning's DistributedSamplerWrapper splits the weighted draws across ranks."""
+    from lightning_fabric.utilities.distributed import DistributedSamplerWrapper
+
+    dm = ClassificationDataModule(str(classification_npz), num_workers=0, balanced_sampler=True)
+    dm.setup("fit")
+    sampler = dm.train_dataloader().sampler
+    ranks = [list(DistributedSamplerWrapper(sampler, num_replicas=2, rank=r, shuffle=False)) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == len(sampler) // 2
+
+
+@pytest.mark.parametrize("cache", ["memory", "disk"])
+def test_caching_modes(lesion_dataset, tmp_path, cache):
+    dm = _seg(lesion_dataset, cache=cache, cache_dir=str(tmp_path / "p"), roi_size=[8, 8, 8], batch_size=1)
+    dm.setup("fit")
+    first = next(iter(dm.val_dataloader()))["image"]
+    second = next(iter(dm.val_dataloader()))["image"]
+    torch.testing.assert_close(first, second)
+    if cache == "disk":
+        assert any((tmp_path / "p").iterdir())
+
+
+def test_bad_datamodule_arguments(lesion_dataset):
+    with pytest.raises(ValueError, match="cache: expected one of"):
+        _seg(lesion_dataset, cache="ram")
+    with pytest.raises(ValueError, match="needs cache_dir"):
+        _seg(lesion_dataset, cache="disk")
+    with pytest.raises(ValueError, match="roi_size: expected 3 values"):
+        _seg(lesion_dataset, roi_size=[8, 8])
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        SegmentationDataModule("/no/such/folder")
+
+
+def test_test_dataloader_uses_test_split(lesion_dataset):
+    dm = _seg(lesion_dataset)
+    dm.setup("test")
+    batches = list(dm.test_dataloader())
+    assert len(batches) == 2 and "label" not in batches[0]
+
+
+def test_lightning_cli_builds_datamodule_from_yaml(lesion_dataset):
+    from jsonargparse import ArgumentParser
+    from pytorch_lightning import LightningDataModule
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(LightningDataModule, "data")
+    config = {
+        "class_path": "medfocal.data.SegmentationDataModule",
+        "init_args": {
+            "layout": {
+                "class_path": "medfocal.data.DecathlonLayout",
+                "init_args": {"root": str(lesion_dataset)},
+            },
+            "preprocessing": {"modality": "ct", "window": [-100, 200], "spacing": [2, 2, 2]},
+            "augmentation": {"flip_prob": 0.1},
+            "roi_size": [16, 16, 16],
+            "num_workers": 0,
+        },
+    }
+    cfg = parser.parse_args([f"--data={json.dumps(config)}"])
+    dm = parser.instantiate(cfg).data
+    assert dm.preprocessing.window == (-100.0, 200.0) and dm.augmentation.flip_prob == 0.1
+    assert dm.roi_size == (16, 16, 16) and dm.num_classes == 2
