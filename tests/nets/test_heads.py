@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-from _nets_cases import CLASSIFICATION, input_shape, tiny_kwargs
 from monai.networks.nets import DenseNet121 as MonaiDenseNet121
 from monai.networks.nets import resnet18 as monai_resnet18
 from torch import nn
@@ -91,21 +90,23 @@ def test_prior_bias_errors(args, message):
 
 @pytest.mark.parametrize("prior_kind", sorted(PRIORS))
 @pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
-@pytest.mark.parametrize("name", sorted(CLASSIFICATION))
-def test_classifier_initial_mean_probability_equals_prior(name, activation, prior_kind):
+def test_classifier_initial_mean_probability_equals_prior(
+    classifier_name, activation, prior_kind, nets_cases
+):
+    name = classifier_name
     prior = PRIORS[prior_kind]
-    model = create_model(name, **tiny_kwargs(name, 2, prior=prior, activation=activation)).eval()
+    model = create_model(name, **nets_cases.tiny_kwargs(name, 2, prior=prior, activation=activation)).eval()
     with torch.no_grad():
-        p = probs(model(torch.randn(input_shape(name, 2, batch=4))), activation)
+        p = probs(model(torch.randn(nets_cases.input_shape(name, 2, batch=4))), activation)
     torch.testing.assert_close(p.mean(0), expected_probs(prior, activation))
 
 
-@pytest.mark.parametrize("name", sorted(CLASSIFICATION))
-def test_linear_head_option_keeps_plain_linear(name):
-    model = create_model(name, **tiny_kwargs(name, 2, head="linear"))
+def test_linear_head_option_keeps_plain_linear(classifier_name, nets_cases):
+    name = classifier_name
+    model = create_model(name, **nets_cases.tiny_kwargs(name, 2, head="linear"))
     assert not any(isinstance(m, FocalHead) for m in model.modules())
     with pytest.raises(ValueError, match="head must be"):
-        create_model(name, **tiny_kwargs(name, 2, head="conv"))
+        create_model(name, **nets_cases.tiny_kwargs(name, 2, head="conv"))
 
 
 def test_state_dict_keys_match_monai_densenet():
@@ -141,11 +142,11 @@ def test_replace_classifier_errors():
         replace_classifier(nn.Conv2d(1, 2, 1), FocalHead(8, 2))
 
 
-def test_set_prior_from_class_counts():
-    model = create_model("resnet18", **tiny_kwargs("resnet18", 2, activation="softmax")).eval()
+def test_set_prior_from_class_counts(nets_cases):
+    model = create_model("resnet18", **nets_cases.tiny_kwargs("resnet18", 2, activation="softmax")).eval()
     counts = torch.tensor([900.0, 80.0, 20.0])
     assert set_prior(model, (counts / counts.sum()).tolist()) == 1
     with torch.no_grad():
-        p = torch.softmax(model(torch.randn(input_shape("resnet18", 2))), 1)
+        p = torch.softmax(model(torch.randn(nets_cases.input_shape("resnet18", 2))), 1)
     torch.testing.assert_close(p.mean(0), counts / counts.sum())
     assert set_prior(nn.Linear(2, 2), 0.1) == 0

@@ -6,62 +6,59 @@ import json
 
 import pytest
 import torch
-from _nets_cases import CLASSIFICATION, SEGMENTATION, input_shape, tiny_kwargs
 
 from medfocal.nets import build_model, create_model, list_models
 
-ALL = sorted({**SEGMENTATION, **CLASSIFICATION})
 
-
-def test_every_registered_model_has_a_test_case():
-    assert set(list_models()) == set(ALL)
+def test_every_registered_model_has_a_test_case(nets_cases):
+    assert set(list_models()) == set(nets_cases.SEGMENTATION) | set(nets_cases.CLASSIFICATION)
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
-@pytest.mark.parametrize("name", ALL)
-def test_forward_shape(name, spatial_dims):
+def test_forward_shape(model_name, spatial_dims, nets_cases):
+    name = model_name
     torch.manual_seed(0)
-    model = create_model(name, **tiny_kwargs(name, spatial_dims)).eval()
-    shape = input_shape(name, spatial_dims)
+    model = create_model(name, **nets_cases.tiny_kwargs(name, spatial_dims)).eval()
+    shape = nets_cases.input_shape(name, spatial_dims)
     with torch.no_grad():
         out = model(torch.randn(shape))
-    expected = (shape[0], 3, *shape[2:]) if name in SEGMENTATION else (shape[0], 3)
+    expected = (shape[0], 3, *shape[2:]) if name in nets_cases.SEGMENTATION else (shape[0], 3)
     assert out.shape == expected
     assert torch.isfinite(out).all()
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
-@pytest.mark.parametrize("name", ALL)
-def test_rebuild_from_spec_gives_same_outputs(name, spatial_dims):
+def test_rebuild_from_spec_gives_same_outputs(model_name, spatial_dims, nets_cases):
+    name = model_name
     torch.manual_seed(0)
-    model = create_model(name, **tiny_kwargs(name, spatial_dims)).eval()
+    model = create_model(name, **nets_cases.tiny_kwargs(name, spatial_dims)).eval()
     spec = json.loads(json.dumps(model._medfocal_spec))  # JSON types only, as stored in a checkpoint
     assert spec["class_path"].startswith("medfocal.nets.")
     clone = build_model(spec).eval()
     assert type(clone) is type(model)
     assert clone.state_dict().keys() == model.state_dict().keys()
     clone.load_state_dict(model.state_dict())
-    x = torch.randn(input_shape(name, spatial_dims, batch=1))
+    x = torch.randn(nets_cases.input_shape(name, spatial_dims, batch=1))
     with torch.no_grad():
         torch.testing.assert_close(clone(x), model(x))
     assert clone._medfocal_spec == spec
 
 
-@pytest.mark.parametrize("name", ALL)
-def test_class_path_matches_registry_name(name):
+def test_class_path_matches_registry_name(model_name, nets_cases):
+    name = model_name
     """The class_path form (LightningCLI) builds the same class as the registry name."""
-    model = create_model(name, **tiny_kwargs(name, 2))
+    model = create_model(name, **nets_cases.tiny_kwargs(name, 2))
     cls_name = model._medfocal_spec["class_path"].rsplit(".", 1)[1]
     short = build_model({"class_path": cls_name, "init_args": model._medfocal_spec["init_args"]})
     assert type(short) is type(model)
-    by_name = build_model({"name": name, "kwargs": tiny_kwargs(name, 2)})
+    by_name = build_model({"name": name, "kwargs": nets_cases.tiny_kwargs(name, 2)})
     assert by_name._medfocal_spec == model._medfocal_spec
 
 
-@pytest.mark.parametrize("name", ALL)
-def test_backward_reaches_first_layer(name):
-    model = create_model(name, **tiny_kwargs(name, 2))
-    out = model(torch.randn(input_shape(name, 2)))
+def test_backward_reaches_first_layer(model_name, nets_cases):
+    name = model_name
+    model = create_model(name, **nets_cases.tiny_kwargs(name, 2))
+    out = model(torch.randn(nets_cases.input_shape(name, 2)))
     out.float().pow(2).mean().backward()
     first = next(p for p in model.parameters() if p.ndim > 1)
     assert first.grad is not None
