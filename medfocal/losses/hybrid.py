@@ -201,7 +201,7 @@ class TverskyFocalLoss(DiceFocalLoss):
 
     Same arguments as :class:`DiceFocalLoss` (``alpha`` is the focal alpha) plus ``tversky_alpha`` (weight of
     false negatives, default 0.7) and ``tversky_beta`` (false positives, 0.3). ``tversky_alpha =
-    tversky_beta = 0.5`` gives the Dice term.
+    tversky_beta = 0.5`` gives the Dice term (up to the smoothing terms).
 
     Example:
         >>> import torch
@@ -249,8 +249,9 @@ class FocalTverskyLoss(_RegionFocalLoss):
               L = \\lambda_r \\, \\mathrm{mean}_{b,c} (1 - TI_c)^{\\gamma} + \\lambda_f FL
 
     ``gamma`` is the exponent itself: 0.75 here is Abraham & Khan's gamma = 4/3 (they write
-    ``(1 - TI)^{1/gamma}``). ``1 - TI`` is computed without cancellation and floored at 1e-6 before the
-    fractional power, so loss and gradients stay finite as ``TI -> 1`` (perfect or empty classes).
+    ``(1 - TI)^{1/gamma}``). ``1 - TI`` is computed without cancellation and the fractional power is
+    continued linearly below 1e-6, so loss and gradients stay finite as ``TI -> 1`` (perfect or empty
+    classes) and a perfect prediction still reaches 0.
     ``alpha`` weighs false negatives (MONAI's ``TverskyLoss`` calls that weight ``beta``).
 
     Args:

@@ -21,7 +21,7 @@ __all__ = [
     "tversky_loss",
 ]
 
-# Floor of (1 - index) before a fractional power: keeps gradients finite (<= gamma * 1e-6 ** (gamma - 1))
+# Below this, (1 - index) ** gamma is continued linearly: gradients stay finite (<= 1e-6 ** (gamma - 1))
 # when the index reaches 1 (perfect prediction, or an absent class predicted absent).
 POW_FLOOR = 1e-6
 
@@ -151,14 +151,20 @@ def focal_tversky_loss(
     """Focal Tversky loss :math:`(1 - TI)^{\\gamma}` (Abraham & Khan 2019 write it ``(1 - TI)^{1/\\gamma}``).
 
     ``gamma < 1`` (default 0.75, i.e. their gamma = 4/3) focuses on hard classes. ``1 - TI`` is computed
-    without cancellation and floored at ``POW_FLOOR`` so the loss and its gradient stay finite as the
-    index approaches 1.
+    without cancellation and continued linearly below ``POW_FLOOR`` (:func:`focal_power`) so the loss
+    and its gradient stay finite as the index approaches 1.
     """
     return focal_power(tversky_loss(stats, alpha, beta, smooth_nr, smooth_dr), gamma)
 
 
 def focal_power(base: Tensor, gamma: float) -> Tensor:
-    """``base ** gamma``, base floored at ``POW_FLOOR`` (fractional gammas have an infinite slope at 0)."""
+    """``base ** gamma``, continued linearly below ``POW_FLOOR`` (a fractional power has infinite slope at 0).
+
+    Below the floor the value is ``base * POW_FLOOR ** (gamma - 1)``: still 0 at 0 (a perfect prediction
+    reaches the minimum exactly) with a finite slope, so no NaN/Inf gradients as the index approaches 1.
+    """
     if gamma == 1.0:
         return base
-    return base.clamp_min(POW_FLOOR).pow(gamma)
+    base = base.clamp_min(0)
+    power = base.clamp_min(POW_FLOOR).pow(gamma)
+    return torch.where(base > POW_FLOOR, power, base * POW_FLOOR ** (gamma - 1.0))

@@ -40,7 +40,8 @@ class UnifiedFocalLoss(nn.Module):
       values and gradients and fp16/bf16 safety.
     - multi-class: MONAI supports 2 classes only (issue 8603); here class 0 is background, all others rare.
     - safe without foreground: ``(1 - mTI)^{1 - gamma}`` has an infinite slope at ``mTI = 1`` (an absent
-      class predicted absent, or a perfect one); the base is floored at 1e-6, so no NaN/Inf.
+      class predicted absent, or a perfect one); the power is continued linearly below 1e-6, so no
+      NaN/Inf, and a perfect prediction still reaches 0.
     - scale: MONAI's focal part averages over the 2 channels (half of the paper's per-voxel sum over
       classes); here the per-voxel value as in the authors' code. ``weight`` multiplies the focal part as in
       the paper's equation and MONAI (the authors' code puts it on the Tversky part; equal at 0.5).

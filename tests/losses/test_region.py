@@ -1,0 +1,105 @@
+"""Region terms: MONAI Dice/Jaccard/Tversky equalities, stability as the index approaches 1, gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from _losses_ref import one_hot, rand_case, soft_dice_ref
+from monai.losses import DiceLoss, TverskyLoss
+
+from medfocal.losses import DiceFocalLoss, FocalTverskyLoss, JaccardFocalLoss, TverskyFocalLoss
+from medfocal.losses.region import RegionStats, focal_tversky_loss, soft_region_stats
+
+
+def region_only(cls, **kw):
+    return cls(lambda_focal=0.0, **kw)
+
+
+@pytest.mark.parametrize("include_background", [True, False])
+@pytest.mark.parametrize("batch", [False, True])
+@pytest.mark.parametrize("weight", [None, [0.5, 1.0, 2.0]])
+def test_dice_equals_monai_softmax(seg_shape, include_background, batch, weight):
+    x, t = rand_case(seg_shape, dtype=torch.float32)
+    monai = DiceLoss(
+        softmax=True, to_onehot_y=True, include_background=include_background, batch=batch,
+        weight=None if weight is None else (weight if include_background else weight[1:]),
+    )(x, t.unsqueeze(1))  # fmt: skip
+    ours = region_only(DiceFocalLoss, include_background=include_background, batch=batch, weight=weight)(x, t)
+    torch.testing.assert_close(ours, monai)
+
+
+def test_dice_equals_monai_sigmoid_multilabel(seg_shape):
+    x, _ = rand_case(seg_shape, dtype=torch.float32)
+    y = (torch.rand(seg_shape) > 0.6).float()
+    monai = DiceLoss(sigmoid=True)(x, y)
+    torch.testing.assert_close(region_only(DiceFocalLoss, activation="sigmoid")(x, y), monai)
+
+
+def test_dice_ignore_index_equals_monai(seg_shape):
+    x, t = rand_case(seg_shape, dtype=torch.float32, ignore=255)
+    monai = DiceLoss(softmax=True, to_onehot_y=True, ignore_index=255)(x, t.unsqueeze(1))
+    torch.testing.assert_close(region_only(DiceFocalLoss, ignore_index=255)(x, t), monai)
+
+
+def test_dice_matches_formula_with_soft_target(seg_shape):
+    x, _ = rand_case(seg_shape)
+    y = torch.softmax(torch.randn(seg_shape, dtype=x.dtype), 1)
+    ref = soft_dice_ref(torch.softmax(x, 1), y).mean()
+    torch.testing.assert_close(region_only(DiceFocalLoss)(x, y), ref)
+
+
+def test_jaccard_equals_monai_with_doubled_smoothing(seg_shape):
+    x, t = rand_case(seg_shape, dtype=torch.float32)
+    monai = DiceLoss(softmax=True, to_onehot_y=True, jaccard=True, smooth_nr=2e-5, smooth_dr=2e-5)(
+        x, t.unsqueeze(1)
+    )
+    torch.testing.assert_close(region_only(JaccardFocalLoss)(x, t), monai)
+
+
+def test_tversky_equals_monai_with_swapped_names(seg_shape):
+    x, t = rand_case(seg_shape, dtype=torch.float32)
+    monai = TverskyLoss(softmax=True, to_onehot_y=True, alpha=0.3, beta=0.7)(x, t.unsqueeze(1))
+    ours = region_only(TverskyFocalLoss, tversky_alpha=0.7, tversky_beta=0.3)(x, t)
+    torch.testing.assert_close(ours, monai)
+
+
+def test_index_and_dense_stats_agree(seg_shape):
+    x, t = rand_case(seg_shape)
+    p = torch.softmax(x, 1)
+    valid = (t != 1).double()
+    a = soft_region_stats(p, index=t, valid=valid)
+    b = soft_region_stats(p, dense=one_hot(t, seg_shape[1]) * valid.unsqueeze(1), valid=valid)
+    for u, v in zip((a.tp, a.sum_p, a.sum_y), (b.tp, b.sum_p, b.sum_y)):
+        torch.testing.assert_close(u, v)
+
+
+@pytest.mark.parametrize("gamma", [0.5, 0.75, 1.0, 2.0])
+def test_focal_tversky_finite_as_index_reaches_one(gamma):
+    # perfect prediction: TP = Y = P, FP = FN = 0 -> TI = 1 exactly
+    tp = torch.tensor([[5.0, 0.0]], dtype=torch.float64, requires_grad=True)
+    stats = RegionStats(tp, tp * 1.0, torch.tensor([[5.0, 0.0]], dtype=torch.float64))
+    value = focal_tversky_loss(stats, gamma=gamma).sum()
+    (grad,) = torch.autograd.grad(value, tp)
+    assert torch.isfinite(value) and torch.isfinite(grad).all()
+    assert float(value.detach()) < 1e-6
+
+
+@pytest.mark.parametrize("cls", [DiceFocalLoss, JaccardFocalLoss, TverskyFocalLoss, FocalTverskyLoss])
+@pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
+def test_absent_class_and_perfect_prediction_finite(cls, activation):
+    t = torch.zeros(2, 6, 6, dtype=torch.long)  # only background: foreground absent in target
+    x = (40.0 * (2 * one_hot(t, 3) - 1)).requires_grad_()  # and in the prediction
+    loss = cls(activation=activation)
+    value = loss(x, t)
+    (grad,) = torch.autograd.grad(value, x)
+    assert torch.isfinite(value) and torch.isfinite(grad).all()
+    assert float(value) < 1e-3
+
+
+def test_focal_tversky_gamma1_is_tversky(seg_shape):
+    x, t = rand_case(seg_shape)
+    a = FocalTverskyLoss(gamma=1.0)(x, t)
+    b = region_only(TverskyFocalLoss)(x, t)
+    torch.testing.assert_close(a, b)
+    ref_ti = 1 - region_only(TverskyFocalLoss, reduction="sum")(x, t) * 0  # shape sanity
+    assert ref_ti.ndim == 0
