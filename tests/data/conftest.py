@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+# the test modules import the file writers of ``_data_files.py`` under any pytest import mode
+sys.path.insert(0, str(Path(__file__).parent))
+
 from _data_files import lesion_case, write_nifti
 
 torch.set_num_threads(1)
