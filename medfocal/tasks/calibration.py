@@ -193,12 +193,17 @@ def fit_temperature(
 
 # ----------------------------------------------------------------------------- logits of a module
 def _default_logits(pl_module: LightningModule, image: Tensor) -> Tensor:
-    """Uncalibrated logits of the module's network: ``infer_logits`` if the module has one (e.g. a
-    sliding-window segmentation module), else ``pl_module.model(image)``. Never divides by the
-    temperature."""
+    """Uncalibrated logits of a whole batch.
+
+    ``pl_module.infer_logits(image)`` if defined; else the module's own ``forward`` when it has one
+    (medfocal's modules: the network, with a sliding window for segmentation with ``roi_size``, and
+    no temperature); else ``pl_module.model(image)``.
+    """
     infer = getattr(pl_module, "infer_logits", None)
     if callable(infer):
         return infer(image)
+    if type(pl_module).forward is not LightningModule.forward:
+        return pl_module(image)
     return pl_module.model(image)
 
 
@@ -250,7 +255,8 @@ def collect_logits(
         pl_module: a medfocal task module (``self.model`` is the network).
         dataloader: batches ``{"image", "label"}``.
         logits_fn: ``(pl_module, image) -> logits``; default: ``pl_module.infer_logits`` if defined,
-            else ``pl_module.model``.
+            else the module's ``forward`` (which must not divide by the temperature; medfocal's
+            modules do not), else ``pl_module.model``.
         max_voxels_per_batch: voxel subsample per segmentation batch (None: all voxels).
         seed: seed of the voxel subsample.
     """
@@ -335,7 +341,7 @@ class TemperatureScaling(Callback):
         max_iter: L-BFGS iterations.
         max_voxels_per_batch: segmentation voxel subsample per validation batch.
         save_path: also save the calibrated module there (``trainer.save_checkpoint``).
-        logits_fn: ``(pl_module, image) -> logits`` (default: ``infer_logits`` or ``model``).
+        logits_fn: ``(pl_module, image) -> logits`` (default: see :func:`collect_logits`).
 
     Example (YAML)::
 
@@ -467,7 +473,7 @@ class AdaFocalCalibration(Callback):
     Args:
         n_bins: bins when the loss does not say.
         max_voxels_per_batch: segmentation voxel subsample per batch.
-        logits_fn: ``(pl_module, image) -> logits`` (default: ``infer_logits`` or ``model``).
+        logits_fn: ``(pl_module, image) -> logits`` (default: see :func:`collect_logits`).
 
     Reference:
         Ghosh, Schaaf, Gormley, "AdaFocal: Calibration-aware Adaptive Focal Loss", NeurIPS 2022.

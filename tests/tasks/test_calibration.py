@@ -221,3 +221,63 @@ def test_adafocal_callback_updates_loss_each_validation(tmp_path):
     expected = calibration_bins(probs, data.y, 10)
     torch.testing.assert_close(confidence, expected.bin_confidence().float())
     torch.testing.assert_close(accuracy, expected.bin_accuracy().float())
+
+
+# ----------------------------------------------------------------------------- the real task modules
+@pytest.mark.slow
+def test_temperature_scaling_with_classification_module(classification_npz, tmp_path):
+    """ClassificationModule + ClassificationDataModule: T lands in the buffer, the checkpoint's
+    ``medfocal`` dict and ``predict_step``."""
+    from monai.data import set_track_meta
+
+    from medfocal.data import ClassificationDataModule
+    from medfocal.losses import FocalLoss
+    from medfocal.nets import create_model
+    from medfocal.tasks import ClassificationModule
+
+    set_track_meta(False)
+    try:
+        dm = ClassificationDataModule(str(classification_npz), batch_size=20, num_workers=0)
+        dm.setup("fit")
+        net = create_model("resnet18", spatial_dims=2, in_channels=1, out_channels=3, widen_factor=0.125)
+        module = ClassificationModule(net, FocalLoss(gamma=2.0, alpha="auto"))
+        checkpoint = pl.callbacks.ModelCheckpoint(dirpath=tmp_path, monitor=module.monitor, mode="max")
+        scaling = TemperatureScaling()
+        trainer = _trainer(tmp_path, [scaling, checkpoint], epochs=2)
+        trainer.fit(module, datamodule=dm)
+    finally:
+        set_track_meta(True)
+    temperature = scaling.results["temperature"]
+    assert scaling.results["nll_after"] <= scaling.results["nll_before"] + 1e-9
+    saved = torch.load(checkpoint.best_model_path, weights_only=True)
+    assert saved["medfocal"]["temperature"] == pytest.approx(temperature)
+    assert module.temperature.item() == pytest.approx(temperature)
+    batch = next(iter(dm.val_dataloader()))
+    module.eval()
+    with torch.no_grad():
+        expected = torch.softmax(module.model(batch["image"]) / temperature, dim=1)
+        torch.testing.assert_close(module.predict_step(batch, 0), expected)
+
+
+def test_collect_logits_segmentation_uses_forward_and_subsamples():
+    """Segmentation: logits come from the module's forward (sliding window) and are voxel-subsampled."""
+    from medfocal.losses import DiceCELoss
+    from medfocal.tasks import SegmentationModule
+
+    torch.manual_seed(0)
+    net = nn.Conv2d(1, 3, 3, padding=1)
+    module = SegmentationModule(
+        net, DiceCELoss(), roi_size=(8, 8), sw_batch_size=2, class_names=["bg", "a", "b"]
+    )
+    images = torch.randn(2, 1, 16, 12)
+    labels = torch.randint(0, 3, (2, 1, 16, 12)).float()
+    batches = [{"image": images, "label": labels}]
+    logits, target = collect_logits(module, batches, max_voxels_per_batch=None)
+    with torch.no_grad():
+        full = module(images)
+    torch.testing.assert_close(logits, full.movedim(1, -1).reshape(-1, 3))
+    torch.testing.assert_close(target, labels.reshape(-1).long())
+    logits, target = collect_logits(module, batches, max_voxels_per_batch=100)
+    assert logits.shape == (100, 3) and target.shape == (100,)
+    temperature = fit_temperature(logits, target)
+    assert 0.05 <= temperature <= 20
