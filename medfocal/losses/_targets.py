@@ -32,7 +32,8 @@ class Target:
     Attributes:
         index: ``(B, *spatial)`` long class indices (ignored voxels set to 0), or None for dense targets.
         dense: ``(B, C, *spatial)`` float one-hot/multi-label/soft target (ignored voxels zeroed), or None
-            when ``index`` suffices (softmax with class indices: no one-hot is materialised).
+            when ``index`` suffices (softmax with class indices: no one-hot is materialised). Exactly one
+            of ``index`` and ``dense`` is set; sigmoid losses always get ``dense``.
         valid: ``(B, *spatial)`` bool mask of non-ignored voxels, or None when nothing can be ignored.
         num_classes: ``C``.
     """
@@ -145,7 +146,7 @@ def normalise_target(
         )
     if valid is not None:
         dense = dense * valid.unsqueeze(1).to(dense.dtype)
-    return Target(index=index, dense=dense, valid=valid, num_classes=c)
+    return Target(index=None, dense=dense, valid=valid, num_classes=c)
 
 
 def _dense_target(logits: Tensor, target: Tensor, ignore_index: int | None) -> Target:
