@@ -30,6 +30,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset, list_data_collate
+from monai.transforms import Compose, EnsureTyped
 
 from medfocal.data.checks import CaseSummary, label_counts, validate_records
 from medfocal.data.layouts import Layout, MedMNISTLayout, detect_layout
@@ -607,8 +608,9 @@ class ClassificationDataModule(_BaseDataModule):
         )
 
     def val_transform(self, keys: Sequence[str] | None = None) -> Any:
-        """The deterministic part only."""
-        return inference_transforms(self.preprocessing, ("image",), load=self._load)
+        """The deterministic part only, as plain tensors (no geometry to invert, plain metric states)."""
+        steps = list(inference_transforms(self.preprocessing, ("image",), load=self._load).transforms)
+        return Compose([*steps, EnsureTyped(("image",), dtype=torch.float32, track_meta=False)])
 
     def _keys(self, records: list[dict[str, Any]]) -> tuple[str, ...]:
         return ("image",)
