@@ -45,6 +45,15 @@ def test_segmentation_contract_attributes_and_batches(lesion_dataset):
     assert len(dm.splits["test"]) == 2
 
 
+def test_segmentation_label_classes_crop(lesion_dataset):
+    dm = _seg(lesion_dataset, roi_size=[8, 8, 8], crop="label_classes", class_ratios=[1, 3], num_samples=4)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["label"].shape == (8, 1, 8, 8, 8)
+    with pytest.raises(ValueError, match="crop: expected"):
+        _seg(lesion_dataset, crop="center")
+
+
 def test_segmentation_class_counts_match_label_files(lesion_dataset, tmp_path):
     dm = _seg(lesion_dataset, cache_dir=str(tmp_path / "cache"))
     counts = dm.class_counts()

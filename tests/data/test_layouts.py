@@ -215,6 +215,7 @@ def test_medmnist_layout_accepts_both_label_shapes(tmp_path, label_shape):
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (5, 3, 28, 28) and batch["label"].shape == (5,)
     val = next(iter(dm.val_dataloader()))["image"]  # no augmentation: exactly uint8 / 255
+    assert type(val) is torch.Tensor  # plain tensors: no MetaTensor affines in classification batches
     assert float(val.min()) >= 0.0 and float(val.max()) <= 1.0
     expected = np.bincount(arrays["train_labels"].reshape(-1), minlength=3)
     assert dm.class_counts().tolist() == expected.tolist()
