@@ -1,20 +1,40 @@
 """Lightning datamodules for segmentation and classification; their typed ``__init__`` is the YAML schema.
 
-Segmentation (Decathlon folder)::
+``layout`` is a path (auto-detected: Decathlon folder or ``dataset.json``, ``images/`` + ``masks/``
+folders, ``.csv``, ``.npz``, class-folder tree) or a layout object given by ``class_path``::
 
-    data:
+    data:                                   # Decathlon folder
       class_path: medfocal.data.SegmentationDataModule
       init_args:
-        layout: path/to/Task01_BrainTumour          # a path is auto-detected, or a class_path layout
+        layout: data/Task01_BrainTumour
         preprocessing: {modality: mri, spacing: [1.0, 1.0, 1.0]}
         roi_size: [96, 96, 64]
         pos_fraction: 0.67
-        batch_size: 2
+
+    data:                                   # BraTS-style case folders, one file per modality
+      class_path: medfocal.data.SegmentationDataModule
+      init_args:
+        layout:
+          class_path: medfocal.data.CaseFoldersLayout
+          init_args: {root: brats2013/train, val_root: brats2013/validation,
+                      channels: ["Flair*.nii.gz", "T1c*.nii.gz"], label: OTMultiClass.nii.gz}
+        class_names: [background, necrosis, oedema, non_enhancing, enhancing]
+        preprocessing: {modality: mri}
+        roi_size: [96, 96, 64]
+
+    data:                                   # MedMNIST npz, class-balanced sampling
+      class_path: medfocal.data.ClassificationDataModule
+      init_args: {layout: medmnist/retinamnist.npz, balanced_sampler: true}
 
 After ``setup("fit")`` both modules expose ``class_names``, ``num_classes``, ``in_channels``,
 ``spatial_dims``, ``preprocessing``, ``roi_size`` and ``class_counts()`` (training split, float tensor).
 Batches are dicts with ``"image"`` ``(B, C, *spatial)`` float and ``"label"``: segmentation
 ``(B, 1, *spatial)`` class indices (float), classification ``(B,)`` long (``(B, K)`` float multi-label).
+
+DDP: loaders are plain ``monai.data.DataLoader``s, so Lightning (``use_distributed_sampler=True``)
+adds a ``DistributedSampler``, or wraps the class-balanced ``WeightedRandomSampler`` in a
+``DistributedSamplerWrapper`` (every rank draws the same seeded sequence and takes its share).
+``cache="memory"`` caches the whole split in every rank; prefer ``cache="disk"`` for large data.
 """
 
 from __future__ import annotations
