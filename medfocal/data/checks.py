@@ -288,9 +288,26 @@ def validate_records(
             "cases disagree on the number of channels: "
             + ", ".join(f"{c} in {f}" for c, f in sorted(channels_seen.items()))
         )
+    problems += _undeclared_label_problems(summaries, num_classes)
     if raise_on_error and problems:
         raise DataValidationError(problems)
     return summaries, problems
+
+
+def _undeclared_label_problems(summaries: list[CaseSummary], num_classes: int | None) -> list[str]:
+    """Without declared classes, label values must be the indices 0..K-1 (DRIVE {0, 255} is not)."""
+    totals = [s.label_counts for s in summaries if s.label_counts is not None]
+    if num_classes is not None or not totals:
+        return []
+    size = max(len(t) for t in totals)
+    present = np.nonzero(sum(np.pad(t, (0, size - len(t))) for t in totals))[0].tolist()
+    if present == list(range(len(present))):
+        return []
+    shown = present if len(present) <= 8 else [*present[:4], "...", *present[-2:]]
+    return [
+        f"label values {shown} are not consecutive class indices 0..K-1: declare class_names and set "
+        "preprocessing.label_map (e.g. {255: 1}) or preprocessing.label_threshold (JPEG masks: 127)"
+    ]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -311,7 +328,8 @@ def _print_report(datamodule: Any, summaries: list[CaseSummary], problems: list[
     for s in summaries[:max_rows]:
         if s.label_counts is not None and s.label_counts.sum() > 0:
             frac = 100.0 * s.label_counts / s.label_counts.sum()
-            label = " ".join(f"{i}:{f:.2f}" for i, f in enumerate(frac) if s.label_counts[i] > 0)
+            parts = [f"{i}:{f:.2f}" for i, f in enumerate(frac) if s.label_counts[i] > 0]
+            label = " ".join(parts if len(parts) <= 8 else [*parts[:6], f"... ({len(parts)} values)"])
         else:
             label = "" if s.label is None else str(s.label)
         table.add_row(s.case, str(s.split or ""), str(s.channels), str(s.shape), str(s.spacing or ""), label)

@@ -96,6 +96,16 @@ def test_float_labels_that_are_not_integers(tmp_path):
     assert "c0_seg.nii.gz: label values must be integers, found [0.5" in problem
 
 
+def test_undeclared_non_index_labels(tmp_path):
+    record = _case(tmp_path)
+    _, label = lesion_case()
+    write_nifti(Path(record["label"]), (label > 0).astype(np.uint8) * 255, dtype=np.uint8)
+    (problem,) = _problems([record])
+    assert "label values [0, 255] are not consecutive class indices" in problem and "label_map" in problem
+    spec = PreprocessingSpec(label_map={255: 1})
+    assert validate_records([record], spec)[1] == []
+
+
 def test_nan_voxels(tmp_path):
     record = _case(tmp_path)
     image, _ = lesion_case()
