@@ -85,7 +85,14 @@ def metric_key(name: str) -> str:
 
 
 def _find_auto_alpha(loss: nn.Module) -> bool:
-    return any(isinstance(getattr(m, "alpha", None), str) and m.alpha == "auto" for m in loss.modules())
+    """Whether some (sub-)loss still waits for class counts (``alpha="auto"`` not yet resolved)."""
+    for m in loss.modules():
+        alpha = getattr(m, "alpha", None)
+        if (getattr(m, "alpha_auto", False) and alpha is None) or (
+            isinstance(alpha, str) and alpha == "auto"
+        ):
+            return True
+    return False
 
 
 def _resolved_alphas(loss: nn.Module) -> list[torch.Tensor]:
@@ -243,8 +250,8 @@ class MedfocalModule(LightningModule):
                 "activation": self.activation,
                 "class_names": self.class_names,
                 "num_classes": self.num_classes,
-                "in_channels": self._from_data("in_channels"),
-                "spatial_dims": self._from_data("spatial_dims", getattr(self, "spatial_dims", None)),
+                "in_channels": self._from_data("in_channels", self._spec_arg("in_channels")),
+                "spatial_dims": self._from_data("spatial_dims", self._spec_arg("spatial_dims")),
                 "roi_size": list(roi_size) if roi_size is not None else None,
                 "preprocessing": preprocessing.to_dict()
                 if hasattr(preprocessing, "to_dict")
@@ -253,12 +260,22 @@ class MedfocalModule(LightningModule):
             }
         )
 
+    def _spec_arg(self, *names: str) -> Any:
+        spec = self.model_spec() or {}
+        init_args = spec.get("init_args") or spec.get("kwargs") or {}
+        for name in names:
+            if init_args.get(name) is not None:
+                return init_args[name]
+        return None
+
     @property
     def num_classes(self) -> int | None:
-        """Number of output classes (from the class names or the datamodule)."""
-        if self.class_names is not None:
-            return len(self.class_names)
-        n = self._from_data("num_classes")
+        """Output channels: the model spec's ``out_channels``, else the datamodule's, else the class names."""
+        n = self._spec_arg("out_channels", "num_classes")
+        if n is None:
+            n = self._from_data("num_classes")
+        if n is None and self.class_names is not None:
+            n = len(self.class_names)
         return int(n) if n is not None else None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -271,6 +288,21 @@ class MedfocalModule(LightningModule):
         meta = checkpoint.get("medfocal") or {}
         if self.class_names is None and meta.get("class_names"):
             self.class_names = list(meta["class_names"])
+
+
+def plain_tensor(value: Any) -> Any:
+    """A MONAI ``MetaTensor`` as a plain ``torch.Tensor`` (metrics and losses need no metadata)."""
+    as_tensor = getattr(value, "as_tensor", None)
+    return as_tensor() if callable(as_tensor) and isinstance(value, torch.Tensor) else value
+
+
+def image_and_label(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(image, label)`` plain tensors from a batch dict (or an ``(image, label)`` pair)."""
+    if isinstance(batch, Mapping):
+        return plain_tensor(batch["image"]), plain_tensor(batch["label"])
+    if isinstance(batch, (list, tuple)) and len(batch) >= 2:
+        return plain_tensor(batch[0]), plain_tensor(batch[1])
+    raise ValueError(f"expected a batch dict with 'image' and 'label', got {type(batch).__name__}")
 
 
 def _caller_frame(depth: int):

@@ -19,7 +19,7 @@ from torchmetrics.classification import (
     Recall,
 )
 
-from medfocal.tasks._base import MedfocalModule, metric_key
+from medfocal.tasks._base import MedfocalModule, image_and_label, metric_key, plain_tensor
 
 __all__ = ["ClassificationModule"]
 
@@ -137,8 +137,9 @@ class ClassificationModule(MedfocalModule):
         return self.model(image)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        logits = self.model(batch["image"])
-        loss = self.loss(logits, batch["label"])
+        image, label = image_and_label(batch)
+        logits = self.model(image)
+        loss = self.loss(logits, label)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(logits))
         return loss
 
@@ -150,7 +151,7 @@ class ClassificationModule(MedfocalModule):
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
         """Probabilities ``(B, C)`` after temperature scaling."""
-        image = batch["image"] if isinstance(batch, dict) else batch
+        image = plain_tensor(batch["image"] if isinstance(batch, dict) else batch)
         return self.probabilities(self(image))
 
     def _scores_and_target(
@@ -164,7 +165,7 @@ class ClassificationModule(MedfocalModule):
         return probs, label.reshape(-1).long()
 
     def _evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> None:
-        image, label = batch["image"], batch["label"]
+        image, label = image_and_label(batch)
         logits = self(image)
         loss = self.loss(logits, label)
         self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True, batch_size=len(image))

@@ -105,5 +105,11 @@ class MedfocalCLI(LightningCLI):
         has_logger = config.get("logger", True) is not False
         if has_logger and not any(isinstance(c, LearningRateMonitor) for c in callbacks):
             callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+        if config.get("fast_dev_run"):
+            # Lightning's on_train_end writes last.ckpt even under fast_dev_run; keep dry runs dry
+            extra = [self._get(self.config_init, k) for k in self._parser(self.subcommand).callback_keys]
+            for callback in [*callbacks, *extra]:
+                if isinstance(callback, ModelCheckpoint):
+                    callback.save_last = False
         kwargs.setdefault("callbacks", callbacks)
         return super().instantiate_trainer(**kwargs)

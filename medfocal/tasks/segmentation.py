@@ -11,7 +11,7 @@ from monai.metrics import ConfusionMatrixMetric, DiceMetric, HausdorffDistanceMe
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
-from medfocal.tasks._base import MedfocalModule, metric_key
+from medfocal.tasks._base import MedfocalModule, image_and_label, metric_key, plain_tensor
 
 __all__ = ["SegmentationModule"]
 
@@ -123,11 +123,10 @@ class SegmentationModule(MedfocalModule):
         )
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        logits = self.model(batch["image"])
-        loss = self.loss(logits, batch["label"])
-        self.log(
-            "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["image"])
-        )
+        image, label = image_and_label(batch)
+        logits = self.model(image)
+        loss = self.loss(logits, label)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(image))
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
@@ -138,11 +137,11 @@ class SegmentationModule(MedfocalModule):
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
         """Probabilities ``(B, C, *spatial)`` after temperature scaling."""
-        image = batch["image"] if isinstance(batch, dict) else batch
+        image = plain_tensor(batch["image"] if isinstance(batch, dict) else batch)
         return self.probabilities(self(image))
 
     def _evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> None:
-        image, label = batch["image"], batch["label"]
+        image, label = image_and_label(batch)
         logits = self(image)
         loss = self.loss(logits, label)
         self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True, batch_size=len(image))

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import pytorch_lightning as pl
 import torch
+
+# tasks_standins (small datamodules/models) must import by name under any --import-mode, and from
+# LightningCLI class_paths
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
-from standins import BlobClassificationData, CrossEntropy, TinyClassifier
+from tasks_standins import BlobClassificationData, CrossEntropy, TinyClassifier
 
 from medfocal.tasks import ClassificationModule
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from standins import BlobSegmentationData, CrossEntropy
+from tasks_standins import BlobSegmentationData, CrossEntropy
 
 from medfocal.nets import UNet, build_model
 from medfocal.tasks import SegmentationModule
