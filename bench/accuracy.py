@@ -88,8 +88,8 @@ DATASETS: dict[str, DatasetSpec] = {
         "medmnist/adrenalmnist3d.npz",
         "AdrenalMNIST3D (adrenal shape, normal vs hyperplasia, 28^3)",
         ("normal", "hyperplasia"),
-        epochs=8,
-        net={"widen_factor": 0.25, "conv1_t_size": 3, "conv1_t_stride": 2},
+        epochs=6,
+        net={"widen_factor": 0.125, "conv1_t_size": 3, "conv1_t_stride": 2},
         batch_size=32,
     ),
 }
