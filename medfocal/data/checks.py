@@ -301,7 +301,7 @@ def _undeclared_label_problems(summaries: list[CaseSummary], num_classes: int | 
         return []
     size = max(len(t) for t in totals)
     present = np.nonzero(sum(np.pad(t, (0, size - len(t))) for t in totals))[0].tolist()
-    if present == list(range(len(present))):
+    if present == list(range(len(present))) and len(present) <= 32:
         return []
     shown = present if len(present) <= 8 else [*present[:4], "...", *present[-2:]]
     return [
@@ -346,13 +346,16 @@ def _print_report(datamodule: Any, summaries: list[CaseSummary], problems: list[
         )
         console.print(f"class voxel fractions (all cases): {fractions}")
     elif summaries and isinstance(summaries[0].label, (int, np.integer)):
-        counts = np.bincount([int(s.label) for s in summaries if s.label is not None])
-        console.print(
-            "class counts (all cases): "
-            + ", ".join(f"{names[i] if i < len(names) else i}: {c}" for i, c in enumerate(counts))
-        )
+        for split in ("train", "val", "test", None):
+            labels = [int(s.label) for s in summaries if s.split == split and s.label is not None]
+            if labels:
+                counts = np.bincount(labels, minlength=len(names))
+                text = ", ".join(f"{names[i] if i < len(names) else i}: {c}" for i, c in enumerate(counts))
+                console.print(f"class counts ({split or 'unsplit'}, {len(labels)} cases): {text}")
+    shown = names if len(names) <= 12 else [*names[:10], "...", names[-1]]
     console.print(
-        f"classes: {names}  in_channels: {datamodule.in_channels}  spatial_dims: {datamodule.spatial_dims}"
+        f"classes ({len(names)}): {shown}  in_channels: {datamodule.in_channels}  "
+        f"spatial_dims: {datamodule.spatial_dims}"
     )
     if problems:
         console.print(f"[bold red]{len(problems)} problem(s):[/bold red]")
