@@ -54,6 +54,9 @@ def infer_parser() -> argparse.ArgumentParser:
         help="also write probabilities: npz (default, float16) or nifti (float32, channels last)",
     )
     p.add_argument("--num-workers", type=int, default=1, help="loader processes (0: a background thread)")
+    p.add_argument(
+        "--threads", type=int, default=0, help="torch CPU threads for the model (0: torch's default)"
+    )
     p.add_argument("--overwrite", action="store_true", help="redo cases whose outputs already exist")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
@@ -67,8 +70,12 @@ def infer_parser() -> argparse.ArgumentParser:
 def main_infer(argv: Sequence[str] | None = None) -> int:
     """``medfocal infer``: exit 0 if every case succeeded, 1 if some failed, 2 for a run-level error."""
     args = infer_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    import torch
+
     from medfocal.inference.predictor import Predictor
 
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     try:
         predictor = Predictor.from_checkpoint(
             args.checkpoint,
