@@ -163,6 +163,12 @@ def _check_image(record: dict, spec: PreprocessingSpec, full: bool, problems: li
         if h.shape != first.shape:
             problems.append(f"{f}: shape {h.shape} differs from the first channel {files[0]} {first.shape}")
     header = _Header(first.shape, sum(h.channels for h in headers), first.affine)
+    if spec.spatial_dims is not None and len(header.shape) != spec.spatial_dims:
+        problems.append(
+            f"{files[0]}: {len(header.shape)}D image {header.shape} but preprocessing.spatial_dims is "
+            f"{spec.spatial_dims} (photos: set preprocessing.modality to rgb, grey, dermoscopy or histology)"
+        )
+        return None
     if full:
         try:
             from monai.transforms import LoadImage
@@ -403,17 +409,21 @@ def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
     return rest, overrides
 
 
-def _datamodule_from_path(path: str) -> Any:
-    from medfocal.data.datamodule import ClassificationDataModule, SegmentationDataModule
+def _datamodule_from_path(path: str, overrides: list[str]) -> Any:
+    """A datamodule for a bare path: classification for ``.npz``/class folders/CSV of class labels."""
     from medfocal.data.layouts import ImageFolderLayout, MedMNISTLayout, detect_layout
 
     layout = detect_layout(path)
-    if isinstance(layout, (MedMNISTLayout, ImageFolderLayout)):
-        return ClassificationDataModule(layout=layout, num_workers=0, check="none")
-    records = layout.records()
-    if records and not _files(records[0].get("label")) and "label" in records[0]:
-        return ClassificationDataModule(layout=layout, num_workers=0, check="none")
-    return SegmentationDataModule(layout=layout, num_workers=0, check="none")
+    classification = isinstance(layout, (MedMNISTLayout, ImageFolderLayout))
+    if not classification:
+        records = layout.records()
+        classification = bool(records) and "label" in records[0] and not _files(records[0]["label"])
+    module = "ClassificationDataModule" if classification else "SegmentationDataModule"
+    data = {
+        "class_path": f"medfocal.data.{module}",
+        "init_args": {"layout": str(path), "num_workers": 0, "check": "none"},
+    }
+    return _datamodule_from_config(None, data, overrides)
 
 
 def main_check_data(argv: Sequence[str] | None = None) -> int:
@@ -423,7 +433,8 @@ def main_check_data(argv: Sequence[str] | None = None) -> int:
 
         medfocal check-data --config preset.yaml [--data.init_args.KEY VALUE ...]
         medfocal check-data --dataset-json path/dataset.json
-        medfocal check-data PATH            # Decathlon folder, images/+masks/ folders, .csv, .npz
+        medfocal check-data PATH [--data.KEY VALUE ...]   # Decathlon folder, images/+masks/, .csv, .npz
+        medfocal check-data kvasir/ --data.preprocessing.label_threshold 127
     """
     parser = argparse.ArgumentParser(
         prog="medfocal check-data",
@@ -437,12 +448,10 @@ def main_check_data(argv: Sequence[str] | None = None) -> int:
     rest, overrides = _split_overrides(list(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(rest)
     try:
-        if args.config or overrides:
-            if args.config is None:
-                parser.error("--data.* overrides need --config")
+        if args.config:
             datamodule = _datamodule_from_config(args.config, None, overrides)
         elif args.dataset_json or args.path:
-            datamodule = _datamodule_from_path(args.dataset_json or args.path)
+            datamodule = _datamodule_from_path(args.dataset_json or args.path, overrides)
         else:
             parser.error("give --config, --dataset-json or a dataset PATH")
         summaries, problems = datamodule.validate(full=not args.quick, raise_on_error=False)

@@ -106,6 +106,31 @@ def test_undeclared_non_index_labels(tmp_path):
     assert validate_records([record], spec)[1] == []
 
 
+def test_2d_photo_with_3d_spec(tmp_path):
+    from _data_files import write_png
+
+    image = write_png(tmp_path / "a.png", np.zeros((8, 10, 3)))
+    mask = write_png(tmp_path / "m.png", np.zeros((8, 10)))
+    (problem,) = _problems([{"image": str(image), "label": str(mask), "case": "a"}])
+    assert "a.png: 2D image (10, 8) but preprocessing.spatial_dims is 3" in problem
+    assert (
+        validate_records([{"image": str(image), "label": str(mask)}], PreprocessingSpec(modality="rgb"))[1]
+        == []
+    )
+
+
+def test_check_data_path_with_overrides(lesion_images_2d, capsys):
+    argv = [
+        str(lesion_images_2d),
+        "--data.preprocessing.modality",
+        "rgb",
+        "--data.preprocessing.label_map",
+        "{255: 1}",
+    ]
+    assert main_check_data(argv) == 0
+    assert "classes (2)" in capsys.readouterr().out
+
+
 def test_nan_voxels(tmp_path):
     record = _case(tmp_path)
     image, _ = lesion_case()
