@@ -18,7 +18,7 @@ import functools
 import re
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pytorch_lightning import LightningModule
@@ -125,12 +125,12 @@ class MedfocalModule(LightningModule):
         self,
         model: nn.Module,
         loss: nn.Module,
-        activation: str = "softmax",
+        activation: Literal["softmax", "sigmoid"] = "softmax",
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
         class_names: Sequence[str] | None = None,
         monitor: str | None = None,
-        monitor_mode: str = "max",
+        monitor_mode: Literal["max", "min"] = "max",
     ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
@@ -197,19 +197,27 @@ class MedfocalModule(LightningModule):
             names = self._from_data("class_names")
             if names is not None:
                 self.class_names = [str(n) for n in names]
-        if stage == "fit" and _find_auto_alpha(self.loss):
-            self._resolve_auto_alpha()
+        if _find_auto_alpha(self.loss):
+            self._resolve_auto_alpha(stage)
 
-    def _resolve_auto_alpha(self) -> None:
+    def _resolve_auto_alpha(self, stage: str) -> None:
+        """``alpha="auto"`` from the training split's class counts (validate/test: the same counts)."""
         from medfocal.losses import set_class_counts
 
         dm = self._datamodule()
-        if dm is None or not hasattr(dm, "class_counts"):
-            raise ValueError(
-                "the loss has alpha='auto', which needs class counts: expected a datamodule with "
-                f"class_counts(), got {type(dm).__name__}"
-            )
-        counts = torch.as_tensor(dm.class_counts(), dtype=torch.float32)
+        try:
+            if dm is None or not hasattr(dm, "class_counts"):
+                raise ValueError(
+                    "the loss has alpha='auto', which needs class counts: expected a datamodule with "
+                    f"class_counts(), got {type(dm).__name__}"
+                )
+            counts = torch.as_tensor(dm.class_counts(), dtype=torch.float32)
+        except (ValueError, RuntimeError, AttributeError) as error:
+            if stage == "fit" or self.num_classes is None:
+                raise
+            # validate/test of a checkpoint without its training data: the loss is only reported
+            warnings.warn(f"alpha='auto' resolved with equal class counts ({error})", stacklevel=2)
+            counts = torch.ones(max(self.num_classes, 2))
         set_class_counts(self.loss, counts)
         alphas = _resolved_alphas(self.loss)
         self.resolved_alpha = alphas[0].tolist() if alphas else None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
@@ -59,13 +59,13 @@ class ClassificationModule(MedfocalModule):
         self,
         model: nn.Module,
         loss: nn.Module,
-        activation: str = "softmax",
+        activation: Literal["softmax", "sigmoid"] = "softmax",
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
         num_classes: int | None = None,
         class_names: Sequence[str] | None = None,
         monitor: str | None = None,
-        monitor_mode: str = "max",
+        monitor_mode: Literal["max", "min"] = "max",
     ) -> None:
         super().__init__(
             model=model,

@@ -16,19 +16,24 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from jsonargparse import lazy_instance
 from pytorch_lightning import LightningDataModule, LightningModule, Trainer
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from pytorch_lightning.callbacks.progress import ProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
-from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
 __all__ = ["DEFAULT_TRAINER", "MedfocalCLI"]
 
+# plain class_path dicts, not lazy instances: each run (also several in one process) gets new loggers
 DEFAULT_TRAINER: dict[str, Any] = {
     "logger": [
-        lazy_instance(TensorBoardLogger, save_dir="runs", name="medfocal"),
-        lazy_instance(CSVLogger, save_dir="runs/medfocal", name="csv"),
+        {
+            "class_path": "pytorch_lightning.loggers.TensorBoardLogger",
+            "init_args": {"save_dir": "runs", "name": "medfocal"},
+        },
+        {
+            "class_path": "pytorch_lightning.loggers.CSVLogger",
+            "init_args": {"save_dir": "runs/medfocal", "name": "csv"},
+        },
     ],
     "log_every_n_steps": 10,
 }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from monai.inferers import sliding_window_inference
@@ -56,7 +56,7 @@ class SegmentationModule(MedfocalModule):
         self,
         model: nn.Module,
         loss: nn.Module,
-        activation: str = "softmax",
+        activation: Literal["softmax", "sigmoid"] = "softmax",
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
         roi_size: Sequence[int] | None = None,
@@ -66,7 +66,7 @@ class SegmentationModule(MedfocalModule):
         include_background: bool = False,
         compute_hd95: bool = True,
         monitor: str | None = None,
-        monitor_mode: str = "max",
+        monitor_mode: Literal["max", "min"] = "max",
     ) -> None:
         super().__init__(
             model=model,

@@ -105,3 +105,17 @@ class CrossEntropy(nn.Module):
         if logits.ndim > 2:
             target = target[:, 0]
         return nn.functional.cross_entropy(logits, target.long())
+
+
+class RankMarker(pl.Callback):
+    """Write ``<out_dir>/rank_<global rank>.txt`` (with the steps run) at the end of training."""
+
+    def __init__(self, out_dir: str) -> None:
+        super().__init__()
+        self.out_dir = out_dir
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        from pathlib import Path
+
+        path = Path(self.out_dir) / f"rank_{trainer.global_rank}.txt"
+        path.write_text(f"{trainer.global_step} {trainer.world_size}")
