@@ -245,7 +245,7 @@ class _BaseDataModule(pl.LightningDataModule):
         if not cache or self.cache == "none":
             return Dataset(data, transform)
         if self.cache == "memory":
-            workers = self.num_workers or None
+            workers = max(1, self.num_workers)  # MONAI reads None as os.cpu_count() threads
             return CacheDataset(
                 data, transform, cache_rate=self.cache_rate, num_workers=workers, progress=False
             )

@@ -222,6 +222,27 @@ def test_medmnist_layout_accepts_both_label_shapes(tmp_path, label_shape):
     assert len(dm.splits["val"]) == 6 and len(dm.splits["test"]) == 4
 
 
+def test_medmnist_multi_label(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, (20, 4)).astype(np.uint8)
+    np.savez(
+        tmp_path / "chest.npz",
+        train_images=rng.integers(0, 255, (20, 8, 8), dtype=np.uint8),
+        train_labels=labels,
+    )
+    dm = ClassificationDataModule(str(tmp_path / "chest.npz"), num_workers=0, batch_size=4, val_fraction=0.25)
+    dm.setup("fit")
+    assert dm.multi_label and dm.num_classes == 4
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["label"].shape == (4, 4) and batch["label"].dtype == torch.float32
+    train_rows = [int(r["case"].split("_")[1]) for r in dm.splits["train"]]
+    assert dm.class_counts().tolist() == labels[train_rows].sum(0).tolist()
+    with pytest.raises(ValueError, match="balanced_sampler: needs single-label"):
+        ClassificationDataModule(
+            str(tmp_path / "chest.npz"), num_workers=0, balanced_sampler=True
+        ).train_dataloader()
+
+
 def test_medmnist_3d(tmp_path):
     from medfocal.synthetic import make_classification_npz
 
