@@ -252,6 +252,11 @@ def test_temperature_scaling_with_classification_module(classification_npz, tmp_
     saved = torch.load(checkpoint.best_model_path, weights_only=True)
     assert saved["medfocal"]["temperature"] == pytest.approx(temperature)
     assert module.temperature.item() == pytest.approx(temperature)
+    # what `medfocal infer` reads
+    from medfocal.inference.checkpoint import read_checkpoint
+
+    info, _ = read_checkpoint(checkpoint.best_model_path)
+    assert info.temperature == pytest.approx(temperature)
     batch = next(iter(dm.val_dataloader()))
     module.eval()
     with torch.no_grad():
