@@ -47,4 +47,6 @@ class GammaLogger(Callback):
     ) -> None:
         for i, loss in enumerate(self._losses):
             name = "train/gamma" if len(self._losses) == 1 else f"train/gamma_{i}"
-            pl_module.log(name, float(loss.gamma), on_step=self.on_step, on_epoch=True, batch_size=1)
+            # the tensor form avoids a device sync per step where the loss offers it
+            value = loss.gamma_tensor().detach() if hasattr(loss, "gamma_tensor") else float(loss.gamma)
+            pl_module.log(name, value, on_step=self.on_step, on_epoch=True, batch_size=1)

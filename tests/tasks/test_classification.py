@@ -8,6 +8,7 @@ import torch
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from tasks_standins import BlobClassificationData, CrossEntropy, TinyClassifier
 
+from medfocal.losses import FocalLoss
 from medfocal.tasks import ClassificationModule
 
 
