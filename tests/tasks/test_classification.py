@@ -28,9 +28,8 @@ class _Recorder(pl.Callback):
 def test_short_fit_lowers_the_loss_and_beats_chance(make_trainer):
     torch.manual_seed(0)
     data = BlobClassificationData(n=90, batch_size=16)
-    module = ClassificationModule(
-        TinyClassifier(), CrossEntropy(), optimizer=lambda p: torch.optim.Adam(p, lr=0.05)
-    )
+    loss = FocalLoss(gamma=2.0, alpha="auto")  # resolved from the datamodule's class counts in setup
+    module = ClassificationModule(TinyClassifier(), loss, optimizer=lambda p: torch.optim.Adam(p, lr=0.05))
     trainer = make_trainer(max_epochs=1, limit_train_batches=1)
     trainer.validate(module, data)
     loss_before = float(trainer.callback_metrics["val/loss"])
