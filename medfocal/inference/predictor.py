@@ -135,6 +135,18 @@ class _CaseDataset(torch.utils.data.Dataset):
             return {"index": index, "error": _case_error(case, err)}
 
 
+def _channel_argmax(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``probs.max(0)`` as C elementwise passes: torch's reduction over a leading dim of a big volume is
+    ~50x slower on CPU (0.44 s vs 9 ms for 2 x 128 x 128 x 80). Ties go to the lower index, as argmax."""
+    best = probs[0].clone()
+    label = torch.zeros(probs.shape[1:], dtype=torch.uint8)
+    for c in range(1, probs.shape[0]):
+        better = probs[c] > best
+        label[better] = c
+        best = torch.maximum(best, probs[c])
+    return best, label
+
+
 def _first(batch: list) -> Any:
     return batch[0]
 
@@ -294,27 +306,32 @@ class Predictor:
 
     # ---- back to the input geometry -----------------------------------------------------------
     def _invert(self, image: Any, probs: torch.Tensor) -> torch.Tensor:
+        """Resample ``(C, *spatial)`` probabilities back to the input grid (bilinear), undoing orientation.
+
+        Two-class softmax: only the foreground channel is resampled (half the work); background = 1 - it.
+        """
         from monai.data import MetaTensor
         from monai.transforms import Invertd
 
         if not image.applied_operations:  # nothing spatial was done (e.g. a 2D photo at native size)
             return torch.as_tensor(probs).float()
-        pred = MetaTensor(probs, meta=dict(image.meta))
+        binary = self.info.activation == "softmax" and probs.shape[0] == 2
+        pred = MetaTensor(probs[1:] if binary else probs, meta=dict(image.meta))
         pred.applied_operations = list(image.applied_operations)
         data = {"image": image, "pred": pred}
         inverted = Invertd("pred", self.transforms, orig_keys="image", nearest_interp=False)(data)["pred"]
-        return torch.as_tensor(inverted).float()
+        out = inverted.as_tensor() if isinstance(inverted, MetaTensor) else torch.as_tensor(inverted)
+        out = out.float()
+        return torch.cat([1.0 - out, out]) if binary else out
 
     def _label_map(self, probs: torch.Tensor) -> np.ndarray:
-        if self.info.activation == "softmax":
-            label = probs.argmax(0)
-        elif probs.shape[0] == 1:
-            label = (probs[0] > 0.5).long()
+        if self.info.activation == "sigmoid" and probs.shape[0] == 1:
+            label = (probs[0] > 0.5).to(torch.uint8)
         else:
-            best, idx = probs.max(0)
-            label = torch.where(best > 0.5, idx + 1, torch.zeros_like(idx))
-        label = label.numpy().astype(np.uint8)
-        return self._clean(label)
+            best, label = _channel_argmax(probs)
+            if self.info.activation == "sigmoid":  # multi-label: the most probable channel above 0.5
+                label = torch.where(best > 0.5, label + 1, torch.zeros_like(label))
+        return self._clean(label.numpy().astype(np.uint8))
 
     def _clean(self, label: np.ndarray) -> np.ndarray:
         """Per foreground class: keep the largest component and/or drop components < ``min_size`` voxels.
