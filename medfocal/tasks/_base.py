@@ -289,8 +289,9 @@ class MedfocalModule(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["medfocal"] = self.medfocal_metadata()
         # hyper_parameters must stay loadable with torch.load(weights_only=True): plain dicts only
-        if "hyper_parameters" in checkpoint:
-            checkpoint["hyper_parameters"] = to_plain(dict(checkpoint["hyper_parameters"]))
+        for key in ("hyper_parameters", "datamodule_hyper_parameters"):
+            if key in checkpoint and not _is_plain(checkpoint[key]):
+                checkpoint[key] = to_plain(dict(checkpoint[key]))
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         meta = checkpoint.get("medfocal") or {}
