@@ -189,7 +189,7 @@ class SegmentationModule(MedfocalModule):
         for key, vec in per_class.items():
             vec = vec.float().reshape(-1)
             values[f"{stage}/{key}"] = _nanmean(vec)
-            if key in ("dice", "iou") and len(vec) > 1:
+            if key in ("dice", "iou"):
                 for name, v in zip(names, vec):
                     values[f"{stage}/{key}_{metric_key(name)}"] = v
         for metric in metrics.values():

@@ -62,6 +62,14 @@ def test_fit_writes_logs_best_and_last_checkpoints(config, tmp_path):
     assert ckpt["medfocal"]["class_names"] == ["common", "rare", "rarest"]
     assert ckpt["medfocal"]["model"]["class_path"] == "tasks_standins.TinyClassifier"
     assert ckpt["hyper_parameters"]["loss"]["init_args"]["alpha"] == "auto"
+    # LightningCLI's hyperparameters rebuild the whole module (model, loss, optimizer) from the file
+    from medfocal.tasks import ClassificationModule
+
+    restored = ClassificationModule.load_from_checkpoint(run / "checkpoints" / "last.ckpt")
+    torch.testing.assert_close(
+        restored.model.state_dict(),
+        {k[6:]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")},
+    )
     callbacks = {k.split("{")[0]: v for k, v in ckpt["callbacks"].items()}
     assert callbacks["ModelCheckpoint"]["monitor"] == "val/balanced_accuracy"
     csv = (tmp_path / "runs" / "medfocal" / "csv" / "version_0" / "metrics.csv").read_text()

@@ -49,7 +49,7 @@ def test_validation_logs_monai_metrics_per_class(make_trainer):
     trainer = make_trainer(limit_train_batches=1, limit_val_batches=2)
     trainer.validate(module, BlobSegmentationData(n=8))
     metrics = trainer.callback_metrics
-    for key in ("val/dice", "val/iou", "val/hd95", "val/sensitivity", "val/specificity", "val/loss"):
+    for key in ("val/dice", "val/dice_lesion", "val/iou_lesion", "val/hd95", "val/sensitivity", "val/loss"):
         assert key in metrics, key
     assert module.monitor == "val/dice" and module.monitor_mode == "max"
 
