@@ -5,10 +5,10 @@ types (task, model spec, activation, class names, channels, spatial dims, roi si
 temperature) and ``checkpoint["state_dict"]`` holds the network weights under the prefix ``"model."``.
 Checkpoints are loaded with ``torch.load(..., weights_only=True)``: no arbitrary pickle code runs.
 
-Example:
-    >>> info, model = load_checkpoint("best.ckpt")  # doctest: +SKIP
-    >>> info.task, info.class_names
-    ('segmentation', ['background', 'lesion'])
+Example::
+
+    info, model = load_checkpoint("best.ckpt")
+    info.task, info.class_names          # ('segmentation', ['background', 'lesion'])
 """
 
 from __future__ import annotations
