@@ -136,6 +136,13 @@ def test_top_level_optimizer_and_scheduler_blocks_reach_the_module(config, tmp_p
     assert ckpt["lr_schedulers"][0]["mode"] == "max"
 
 
+def test_mixed_precision_through_the_trainer(config, tmp_path):
+    args = ["fit", "--config", str(config), "--trainer.max_epochs=1", "--trainer.precision=bf16-mixed"]
+    assert main(args) == 0
+    ckpt = torch.load(_checkpoints(tmp_path)[-1], weights_only=True)
+    assert ckpt["state_dict"]["model.net.2.weight"].dtype == torch.float32  # AMP keeps float32 weights
+
+
 def test_validate_subcommand_and_argument_errors(config, capsys):
     assert main(["validate", "--config", str(config)]) == 0
     assert main(["fit", "--config", str(config), "--model.init_args.activation=relu"]) != 0
