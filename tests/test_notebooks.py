@@ -2,7 +2,8 @@
 
 The kernel is this interpreter (a kernelspec written to a temporary ``JUPYTER_PATH``, which Jupyter
 searches before any user-wide kernel), so the notebooks run against the same environment as the tests.
-``MEDFOCAL_NB_FAST=1`` makes the notebooks shrink their data and epochs.
+``MEDFOCAL_NB_FAST=1`` makes the notebooks shrink their data and epochs, and an empty ``MEDFOCAL_DATA``
+makes them generate their data instead of reading ``../shared/data``, so the run is the same everywhere.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ def test_notebook_outputs_stripped(path: Path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch, this_python_kernel: str):
     monkeypatch.setenv("MEDFOCAL_NB_FAST", "1")
+    # the notebooks use real data from MEDFOCAL_DATA when present; the tests always take generated data
+    monkeypatch.setenv("MEDFOCAL_DATA", str(tmp_path / "no_shared_data"))
     monkeypatch.chdir(tmp_path)
     nb = nbformat.read(path, as_version=4)
     nb.cells.insert(0, nbformat.v4.new_code_cell(PREFIX_PROBE))
