@@ -71,7 +71,7 @@ def _folder_cases(folder: Path) -> list[Case]:
         p for p in folder.iterdir() if p.is_file() and _suffix_of(p) and not p.name.startswith(".")
     )
     if not files:
-        raise FileNotFoundError(f"{folder}: no .nii/.nii.gz/.png/.jpg images found")
+        raise FileNotFoundError(f"{folder}: no images found (.nii, .nii.gz, .png, .jpg, ...)")
     stems = [case_id_of(p) for p in files]
     matches = [_CHANNEL_RE.match(s) for s in stems]
     if all(matches):
@@ -90,6 +90,9 @@ def _folder_cases(folder: Path) -> list[Case]:
                 )
             cases.append(Case(case_id, [p for _, p in items]))
         return cases
+    dupes = sorted({s for s in stems if stems.count(s) > 1})
+    if dupes:
+        raise ValueError(f"{folder}: several files per case id {dupes[:5]} (e.g. both .nii and .nii.gz)")
     return [Case(s, [p]) for s, p in zip(stems, files)]
 
 

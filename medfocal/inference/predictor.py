@@ -483,7 +483,7 @@ class Predictor:
             done = (
                 all(p.is_file() for p in outputs)
                 if outputs
-                else (old is not None and old.get("status") == "ok")
+                else (old is not None and old.get("status") in ("ok", "skipped"))
             )
             if done and not overwrite:
                 row = dict(old) if old else {"case": case.case_id}

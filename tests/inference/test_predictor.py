@@ -236,8 +236,10 @@ def test_classification_csv(tmp_path):
     with torch.no_grad():
         logits = model.eval()(image.as_tensor()[None])[0]
     assert np.allclose(probs[0], torch.softmax(logits / 2.0, 0).numpy(), atol=1e-4)
-    again = predictor.predict_folder(inp, tmp_path / "o", progress=False)
-    assert again.counts["skipped"] == 3
+    for _ in range(2):  # skipped rows keep their probabilities and stay skipped
+        again = predictor.predict_folder(inp, tmp_path / "o", progress=False)
+        assert again.counts["skipped"] == 3
+        assert again.rows[0]["prob_benign"] == rows[0]["prob_benign"]
 
 
 def result_case(path: Path):
