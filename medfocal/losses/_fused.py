@@ -28,10 +28,10 @@ _UNDERFLOW = {torch.float32: 1e-30, torch.float64: 1e-300}
 
 def _log_p_t(x: Tensor, p_t: Tensor, idx1: Tensor) -> Tensor:
     """``log p_t`` from the softmax output, exact also where ``p_t`` underflows (logits up to ±1e4)."""
-    tiny = p_t < _UNDERFLOW.get(p_t.dtype, 1e-30)
-    if x.is_cuda or bool(tiny.any()):  # CPU: log(p_t) is 5x cheaper than log_softmax; check once
+    threshold = _UNDERFLOW.get(p_t.dtype, 1e-30)
+    if x.is_cuda or float(p_t.min()) < threshold:  # CPU: log(p_t) is 5x cheaper than log_softmax
         exact = torch.log_softmax(x, dim=1).gather(1, idx1).squeeze(1)
-        return torch.where(tiny, exact, torch.log(p_t.clamp_min(torch.finfo(p_t.dtype).tiny)))
+        return torch.where(p_t < threshold, exact, torch.log(p_t.clamp_min(torch.finfo(p_t.dtype).tiny)))
     return torch.log(p_t)
 
 
@@ -42,7 +42,11 @@ def _pow(base: Tensor, gamma: float) -> Tensor:
 
 
 class FusedSoftmaxIndexLoss(torch.autograd.Function):
-    """``lambda_f * focal + lambda_r * region(stats)`` for softmax logits and class-index targets."""
+    """``lambda_f * focal + lambda_r * region(stats)`` for softmax logits and class-index targets.
+
+    Voxel-sized temporaries are few and updated in place (on CPU each fresh multi-MB tensor costs page
+    faults), and the softmax buffer itself becomes the gradient.
+    """
 
     @staticmethod
     def forward(
@@ -58,72 +62,131 @@ class FusedSoftmaxIndexLoss(torch.autograd.Function):
         lambda_r: float,
         need_grad: bool,
     ) -> Tensor:
-        b, c = x.shape[:2]
+        with torch.autocast(x.device.type, enabled=False):  # float32 throughout (bmm, dot under autocast)
+            return FusedSoftmaxIndexLoss._forward(
+                ctx, x, index, valid, gamma, factor, norm, lambda_f, region_fn, lambda_r, need_grad
+            )
+
+    @staticmethod
+    def _forward(
+        ctx, x, index, valid, gamma, factor, norm, lambda_f, region_fn, lambda_r, need_grad
+    ) -> Tensor:
+        b = x.shape[0]
         p = torch.softmax(x, dim=1)
         idx1 = index.unsqueeze(1)
         p_t = p.gather(1, idx1).squeeze(1)
         logp_t = _log_p_t(x, p_t, idx1)
         total = x.new_zeros(())
-        g = None
+        h = None  # dL/dlog p_t, then plus the region's p_t * dL/dTP_t
         if lambda_f > 0:
-            base = (1.0 - p_t).clamp_min(torch.finfo(p_t.dtype).tiny)
-            mod = _pow(base, gamma) if gamma != 0 else None
             scale = lambda_f / norm if isinstance(norm, float) else lambda_f / norm.clamp_min(1e-12)
             weight_v = None if factor is None else factor.take(index)
             if valid is not None:
                 weight_v = valid if weight_v is None else weight_v * valid
-            f = -logp_t if mod is None else -mod * logp_t
-            if weight_v is not None:
-                f = f * weight_v
-            total = total + scale * f.sum()
-            if need_grad:
-                if mod is None:
-                    g = torch.full_like(p_t, -1.0)
-                else:
-                    g = gamma * (mod / base) * p_t * logp_t - mod
-                g = g * scale if weight_v is None else g * (weight_v * scale)
-        a_t = s_bc = None
+            focal, h = _focal_value_and_grad(p_t, logp_t, gamma, weight_v, need_grad)
+            total = total + scale * focal
+            if h is not None:
+                h.mul_(scale)
+        s_bc = None
         if region_fn is not None and lambda_r > 0:
-            flat_p = p.reshape(b, c, -1)
             idx = index.reshape(b, -1)
-            q = None if valid is None else valid.reshape(b, -1)
-            sum_p = flat_p.sum(-1) if q is None else (flat_p * q.unsqueeze(1)).sum(-1)
-            pt_q = p_t.reshape(b, -1) if q is None else p_t.reshape(b, -1) * q
-            zeros = x.new_zeros(b, c)
-            tp = zeros.scatter_add(1, idx, pt_q)
-            sum_y = zeros.scatter_add(1, idx, torch.ones_like(pt_q) if q is None else q)
+            stats = _index_stats(p, p_t, idx, valid)
             with torch.enable_grad():
-                tp_, sp_ = tp.requires_grad_(), sum_p.requires_grad_()
-                region = region_fn(RegionStats(tp_, sp_, sum_y))
+                tp_, sp_ = stats.tp.requires_grad_(), stats.sum_p.requires_grad_()
+                region = region_fn(RegionStats(tp_, sp_, stats.sum_y))
                 grads = torch.autograd.grad(region, (tp_, sp_), allow_unused=True) if need_grad else None
             total = total + lambda_r * region.detach()
             if grads is not None:
-                a_bc = torch.zeros_like(tp) if grads[0] is None else grads[0] * lambda_r
-                s_bc = torch.zeros_like(tp) if grads[1] is None else grads[1] * lambda_r
-                a_t = a_bc.gather(1, idx).reshape(p_t.shape) * p_t
+                a_bc = torch.zeros_like(stats.tp) if grads[0] is None else grads[0] * lambda_r
+                s_bc = torch.zeros_like(stats.tp) if grads[1] is None else grads[1] * lambda_r
+                a_t = a_bc.gather(1, idx).view(p_t.shape).mul_(p_t)
                 if valid is not None:
-                    a_t = a_t * valid
+                    a_t.mul_(valid)
+                h = a_t if h is None else h.add_(a_t)
         if need_grad:
-            h = g if a_t is None else (a_t if g is None else g + a_t)
             if h is None:
                 h = torch.zeros_like(p_t)
-            shape = (b, c, *([1] * (x.ndim - 2)))
-            if s_bc is not None:
-                r = (p * s_bc.view(shape)).sum(1)
-                inner = s_bc.view(shape) - r.unsqueeze(1)
-                if valid is not None:
-                    inner = inner * valid.unsqueeze(1)
-                dx = p * (inner - h.unsqueeze(1))
-            else:
-                dx = p * (-h.unsqueeze(1))
-            dx.scatter_add_(1, idx1, h.unsqueeze(1))
-            ctx.save_for_backward(dx)
+            ctx.save_for_backward(_grad_logits_(p, idx1, h, s_bc, valid))
         return total
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         (dx,) = ctx.saved_tensors
+        if not grad_out.is_cuda and float(grad_out) == 1.0:  # loss.backward(): skip a full-size multiply
+            return (dx, *([None] * 9))
         return (grad_out * dx, *([None] * 9))
+
+
+def _focal_value_and_grad(
+    p_t: Tensor, logp_t: Tensor, gamma: float, weight_v: Tensor | None, need_grad: bool
+) -> tuple[Tensor, Tensor | None]:
+    """``sum_v -w (1 - p_t)^gamma log p_t`` and its derivative w.r.t. ``log p_t`` (unscaled)."""
+    if gamma == 0:
+        value = -(logp_t.sum() if weight_v is None else torch.dot(weight_v.reshape(-1), logp_t.reshape(-1)))
+        grad = None
+        if need_grad:
+            grad = torch.full_like(p_t, -1.0) if weight_v is None else weight_v.neg()
+        return value, grad
+    base = torch.sub(1.0, p_t).clamp_min_(torch.finfo(p_t.dtype).tiny)
+    mod = base * base if gamma == 2 else _pow(base, gamma)
+    weighted = mod if weight_v is None else mod * weight_v
+    value = -torch.dot(weighted.reshape(-1), logp_t.reshape(-1))
+    if not need_grad:
+        return value, None
+    # d/dlog p [-(1 - p)^g log p] = (1 - p)^g (g p log p / (1 - p) - 1)
+    grad = torch.mul(p_t, logp_t).mul_(gamma).div_(base).sub_(1.0).mul_(weighted)
+    return value, grad
+
+
+def _index_stats(p: Tensor, p_t: Tensor, idx: Tensor, valid: Tensor | None) -> RegionStats:
+    """TP, sum p and sum y per (batch, class) by ``scatter_add`` of ``p_t`` (no one-hot)."""
+    b, c = p.shape[:2]
+    flat_p = p.reshape(b, c, -1)
+    pt = p_t.reshape(b, -1)
+    if valid is None:
+        sum_p = flat_p.sum(-1)
+        ones = torch.ones((), dtype=p.dtype, device=p.device).expand_as(pt)
+    else:
+        q = valid.reshape(b, -1)
+        sum_p = torch.bmm(flat_p, q.unsqueeze(-1)).squeeze(-1)
+        pt, ones = pt * q, q
+    zeros = p.new_zeros(b, c)
+    return RegionStats(zeros.scatter_add(1, idx, pt), sum_p, zeros.scatter_add(1, idx, ones))
+
+
+def _grad_logits_(p: Tensor, idx1: Tensor, h: Tensor, s_bc: Tensor | None, valid: Tensor | None) -> Tensor:
+    """``dL/dx_c = p_c (q S_c - q r - h) + [c = t] h`` with ``r = sum_k p_k S_k``, written into ``p``.
+
+    For few classes a loop over channels of voxel-sized operations avoids the slow doubly broadcast
+    ``(B, C, 1..) - (B, 1, *spatial)`` kernels; many classes use the vectorised form.
+    """
+    b, c = p.shape[:2]
+    if s_bc is None:
+        p.mul_(h.neg().unsqueeze(1))
+    elif c <= 16:
+        per_batch = (b, *([1] * (p.ndim - 2)))
+        s_c = [s_bc[:, k].reshape(per_batch) for k in range(c)]
+        w = p[:, 0] * s_c[0]
+        for k in range(1, c):
+            w.addcmul_(p[:, k], s_c[k])
+        if valid is not None:
+            w.mul_(valid)
+        w.add_(h)  # w = q r + h
+        tmp = torch.empty_like(w)
+        for k in range(c):
+            if valid is None:
+                torch.sub(s_c[k], w, out=tmp)
+            else:
+                torch.mul(valid, s_c[k], out=tmp).sub_(w)
+            p[:, k].mul_(tmp)
+    else:
+        shape = (b, c, *([1] * (p.ndim - 2)))
+        r = (p * s_bc.view(shape)).sum(1, keepdim=True)
+        inner = s_bc.view(shape) - r
+        if valid is not None:
+            inner = inner * valid.unsqueeze(1)
+        p.mul_(inner - h.unsqueeze(1))
+    return p.scatter_add_(1, idx1, h.unsqueeze(1))
 
 
 def fused_softmax_index_loss(

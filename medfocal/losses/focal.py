@@ -424,6 +424,10 @@ class FocalLoss(nn.Module):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Focal loss of ``logits`` ``(B, C, *spatial)`` against ``target`` (see the class docstring)."""
+        with torch.autocast(logits.device.type, enabled=False):
+            return self._forward(logits, target)
+
+    def _forward(self, logits: Tensor, target: Tensor) -> Tensor:
         act = Activated(logits, self.activation)
         norm_target = normalise_target(act.x, target, self.activation, self.ignore_index)
         if self.reduction != "none" and self.can_fuse(norm_target):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 
 from medfocal.losses._fused import fused_softmax_index_loss
@@ -88,6 +89,10 @@ class _RegionFocalLoss(nn.Module):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """``lambda_focal * focal + lambda_region * region`` for logits ``(B, C, *spatial)``."""
+        with torch.autocast(logits.device.type, enabled=False):  # float32 inside, whatever autocast says
+            return self._forward(logits, target)
+
+    def _forward(self, logits: Tensor, target: Tensor) -> Tensor:
         act = Activated(logits, self.activation)
         t = normalise_target(act.x, target, self.activation, self.ignore_index)
         if self.focal.can_fuse(t):

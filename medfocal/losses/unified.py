@@ -144,6 +144,10 @@ class UnifiedFocalLoss(nn.Module):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """``weight * L_mF + (1 - weight) * L_mFT`` for logits ``(B, C, *spatial)``."""
+        with torch.autocast(logits.device.type, enabled=False):  # float32 inside, whatever autocast says
+            return self._forward(logits, target)
+
+    def _forward(self, logits: Tensor, target: Tensor) -> Tensor:
         if self.activation == "sigmoid":
             logits, target = self._two_class(logits, target)
         act = Activated(logits, "softmax")
