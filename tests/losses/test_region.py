@@ -93,7 +93,7 @@ def test_absent_class_and_perfect_prediction_finite(cls, activation):
     value = loss(x, t)
     (grad,) = torch.autograd.grad(value, x)
     assert torch.isfinite(value) and torch.isfinite(grad).all()
-    assert float(value) < 1e-3
+    assert float(value.detach()) < 1e-3
 
 
 def test_focal_tversky_gamma1_is_tversky(seg_shape):
@@ -101,5 +101,3 @@ def test_focal_tversky_gamma1_is_tversky(seg_shape):
     a = FocalTverskyLoss(gamma=1.0)(x, t)
     b = region_only(TverskyFocalLoss)(x, t)
     torch.testing.assert_close(a, b)
-    ref_ti = 1 - region_only(TverskyFocalLoss, reduction="sum")(x, t) * 0  # shape sanity
-    assert ref_ti.ndim == 0
