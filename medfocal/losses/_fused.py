@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from medfocal.losses.region import RegionStats
 
@@ -110,6 +111,7 @@ class FusedSoftmaxIndexLoss(torch.autograd.Function):
         return total
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out: Tensor):
         (dx,) = ctx.saved_tensors
         if not grad_out.is_cuda and float(grad_out) == 1.0:  # loss.backward(): skip a full-size multiply

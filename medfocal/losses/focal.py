@@ -276,6 +276,8 @@ class FocalLoss(nn.Module):
     Computed from ``log_softmax`` / ``logsigmoid`` in float32 (fp16/bf16 autocast inputs are upcast), so
     loss and gradients stay finite for logits up to ±1e4. Unlike MONAI's ``FocalLoss(use_softmax=True)``
     the mean is over voxels, not voxels x channels (MONAI's value is this one divided by ``C``).
+    Softmax with class-index targets runs a fused kernel with an analytic gradient
+    (:mod:`medfocal.losses._fused`): first derivatives only (double backward raises).
 
     Args:
         activation: ``"softmax"`` (mutually exclusive classes, C >= 2) or ``"sigmoid"``.

@@ -128,6 +128,10 @@ class DiceFocalLoss(_RegionFocalLoss):
     Shapes: logits ``(B, C, *spatial)``; target indices ``(B, *spatial)`` / ``(B, 1, *spatial)`` or dense
     ``(B, C, *spatial)``. Output: scalar.
 
+    Softmax with class indices takes one fused pass (softmax once, ``p_t`` gathered once and shared by the
+    focal term and the soft TP, no one-hot, analytic gradient): about 4-5x faster than MONAI's
+    ``DiceFocalLoss`` on CPU with a ninth of the saved memory (``bench/losses.py``); double backward raises.
+
     Args:
         gamma: focal focusing parameter.
         alpha: focal balancing factor (see :class:`FocalLoss`), including ``"auto"``.

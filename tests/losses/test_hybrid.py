@@ -111,3 +111,14 @@ def test_no_grad_forward_matches():
     with torch.no_grad():
         a = DiceFocalLoss()(x, t)
     torch.testing.assert_close(a, DiceFocalLoss()(x, t).detach())
+
+
+def test_retain_graph_twice_and_double_backward_refused():
+    x, t = rand_case((2, 3, 4, 4))
+    value = DiceFocalLoss()(x, t)
+    (g1,) = torch.autograd.grad(value, x, retain_graph=True)
+    (g2,) = torch.autograd.grad(2 * value, x, retain_graph=True)
+    torch.testing.assert_close(g2, 2 * g1)
+    (g,) = torch.autograd.grad(value, x, create_graph=True)
+    with pytest.raises(RuntimeError):
+        torch.autograd.grad(g.sum(), x)
