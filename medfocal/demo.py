@@ -19,6 +19,7 @@ import argparse
 import json
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,7 +80,10 @@ def _fit(config: Path, data_dir: Path, out: Path, minutes: float, seed: int, ext
         f"--seed_everything={seed}",
         *extra,
     ]
-    cli = MedfocalCLI(args=args)
+    with warnings.catch_warnings():
+        # args are given explicitly on purpose: the demo's own argv is not for the CLI
+        warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
+        cli = MedfocalCLI(args=args)
     ckpt = cli.trainer.checkpoint_callback
     best = getattr(ckpt, "best_model_path", "") or getattr(ckpt, "last_model_path", "")
     if not best:
@@ -103,11 +107,13 @@ def run_demo(
     from medfocal.synthetic import make_lesion_dataset
     from medfocal.viz import save_overlay_png
 
+    cfg = Path(config) if config else find_config()
+    if not cfg.is_file():
+        raise FileNotFoundError(f"{cfg}: training config not found")
     out = Path(out_dir).resolve()
     data_dir = out / "data"
     if not (data_dir / "dataset.json").is_file():
         make_lesion_dataset(data_dir, n_train=n_train, n_test=n_test, shape=shape, seed=seed)
-    cfg = Path(config) if config else find_config()
     start = time.perf_counter()
     best = _fit(cfg, data_dir, out / "train", minutes, seed, extra_args)
     train_seconds = time.perf_counter() - start
