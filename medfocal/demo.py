@@ -2,7 +2,8 @@
 
 1. generate a small class-imbalanced 3D dataset (:func:`medfocal.synthetic.make_lesion_dataset`:
    tiny lesions, oblique non-RAS affines, anisotropic spacing) in a Decathlon layout;
-2. ``medfocal fit`` with ``configs/demo.yaml`` (3D U-Net + focal+Dice loss) for a fixed time budget;
+2. ``medfocal fit`` with ``configs/demo.yaml`` (3D U-Net + focal+Dice loss) for 30 short epochs
+   (150 steps, about two minutes on a 2-core CPU; ``--minutes`` caps the time on a slower machine);
 3. ``medfocal infer`` on the held-out volumes with the best checkpoint (masks in the input geometry);
 4. ``medfocal evaluate`` against their ground truth (per-case CSV, summary, box plot);
 5. a PNG overlay of one case, and a summary on the terminal.
@@ -10,7 +11,7 @@
 Example::
 
     medfocal demo                      # about 2 minutes of training on the CPU, outputs in medfocal_demo/
-    medfocal demo --minutes 5 --out /tmp/demo
+    medfocal demo --epochs 60 --out /tmp/demo
 """
 
 from __future__ import annotations
@@ -56,7 +57,9 @@ def find_config(name: str = "demo.yaml") -> Path:
     return path
 
 
-def _fit(config: Path, data_dir: Path, out: Path, minutes: float, seed: int, extra: Sequence[str]) -> Path:
+def _fit(
+    config: Path, data_dir: Path, out: Path, epochs: int, minutes: float, seed: int, extra: Sequence[str]
+) -> Path:
     """Train with the LightningCLI exactly as ``medfocal fit`` does; return the best checkpoint."""
     from medfocal.tasks.lightning_cli import MedfocalCLI
 
@@ -75,7 +78,7 @@ def _fit(config: Path, data_dir: Path, out: Path, minutes: float, seed: int, ext
         f"--data.init_args.layout={data_dir}",
         f"--trainer.default_root_dir={out}",
         f"--trainer.max_time=00:00:{seconds // 60:02d}:{seconds % 60:02d}",
-        "--trainer.max_epochs=10000",
+        f"--trainer.max_epochs={epochs}",
         f"--trainer.logger={json.dumps(loggers)}",
         f"--seed_everything={seed}",
         *extra,
@@ -93,7 +96,8 @@ def _fit(config: Path, data_dir: Path, out: Path, minutes: float, seed: int, ext
 
 def run_demo(
     out_dir: str | Path = "medfocal_demo",
-    minutes: float = 2.0,
+    epochs: int = 30,
+    minutes: float = 5.0,
     seed: int = 0,
     n_train: int = 12,
     n_test: int = 4,
@@ -115,7 +119,7 @@ def run_demo(
     if not (data_dir / "dataset.json").is_file():
         make_lesion_dataset(data_dir, n_train=n_train, n_test=n_test, shape=shape, seed=seed)
     start = time.perf_counter()
-    best = _fit(cfg, data_dir, out / "train", minutes, seed, extra_args)
+    best = _fit(cfg, data_dir, out / "train", epochs, minutes, seed, extra_args)
     train_seconds = time.perf_counter() - start
 
     predictions = out / "predictions"
@@ -157,10 +161,11 @@ def _print_summary(res: DemoResult) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``medfocal demo [--out DIR] [--minutes M] [--seed S] [--config YAML] [-- extra fit args]``."""
+    """``medfocal demo [--out DIR] [--epochs N] [--minutes M] [--seed S] [--config YAML] [-- fit args]``."""
     parser = argparse.ArgumentParser(prog="medfocal demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="medfocal_demo", help="output folder (default: medfocal_demo)")
-    parser.add_argument("--minutes", type=float, default=2.0, help="training time budget (default: 2)")
+    parser.add_argument("--epochs", type=int, default=30, help="training epochs of 5 steps (default: 30)")
+    parser.add_argument("--minutes", type=float, default=5.0, help="training time cap (default: 5)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-train", type=int, default=12, help="generated training cases")
     parser.add_argument("--n-test", type=int, default=4, help="generated held-out cases")
@@ -169,10 +174,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(list(argv) if argv is not None else None)
     res = run_demo(
         args.out,
-        args.minutes,
-        args.seed,
-        args.n_train,
-        args.n_test,
+        epochs=args.epochs,
+        minutes=args.minutes,
+        seed=args.seed,
+        n_train=args.n_train,
+        n_test=args.n_test,
         config=args.config,
         extra_args=args.fit_args,
     )

@@ -72,11 +72,8 @@ def overlay_slices(
     Raises:
         ValueError: if label/prediction shapes differ from the image, or a view name is unknown.
     """
-    import matplotlib
-
-    if matplotlib.get_backend().lower() not in ("agg",) and not _interactive():
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # a bare Figure (no pyplot): works headless, leaves the notebook's backend alone, needs no close()
+    from matplotlib.figure import Figure
 
     image = np.asarray(image, dtype=np.float32)
     for name, mask in (("label", label), ("prediction", prediction)):
@@ -99,7 +96,8 @@ def overlay_slices(
                 None if m is None else _take(np.asarray(m), axis, focus[axis]) for m in (label, prediction)
             ]
             panels.append((f"{view} {focus[axis]}", _take(image, axis, focus[axis]), *masks, aspect))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4.2), squeeze=False)
+    fig = Figure(figsize=(4 * len(panels), 4.2))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (name, img2d, lbl2d, pred2d, aspect) in zip(axes[0], panels):
         ax.imshow(
             img2d, cmap="gray", vmin=lo, vmax=hi, origin="lower", aspect=aspect, interpolation="nearest"
@@ -122,12 +120,6 @@ def overlay_slices(
     return fig
 
 
-def _interactive() -> bool:
-    import matplotlib
-
-    return "inline" in matplotlib.get_backend().lower() or "widget" in matplotlib.get_backend().lower()
-
-
 def save_overlay_png(
     image_path: str | Path,
     out_png: str | Path,
@@ -136,8 +128,6 @@ def save_overlay_png(
     title: str | None = None,
 ) -> Path:
     """Write a three-view overlay PNG of NIfTI files (all read in RAS); returns the PNG path."""
-    import matplotlib.pyplot as plt
-
     image, spacing = load_canonical(image_path)
     label = load_canonical(label_path)[0].astype(np.int16) if label_path else None
     prediction = load_canonical(prediction_path)[0].astype(np.int16) if prediction_path else None
@@ -145,5 +135,4 @@ def save_overlay_png(
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=110)
-    plt.close(fig)
     return out_png

@@ -14,7 +14,7 @@ from medfocal.demo import main, run_demo
 @pytest.mark.slow
 def test_demo_writes_masks_in_input_geometry_metrics_and_overlay(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    code = main(["--out", "demo", "--minutes", "0.15", "--n-train", "4", "--n-test", "2"])
+    code = main(["--out", "demo", "--epochs", "2", "--n-train", "4", "--n-test", "2"])
     assert code == 0
     out = tmp_path / "demo"
     images = sorted((out / "data" / "imagesTs").glob("*.nii.gz"))
@@ -35,4 +35,4 @@ def test_demo_writes_masks_in_input_geometry_metrics_and_overlay(tmp_path, monke
 
 def test_demo_refuses_a_missing_config(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"nope\.yaml: training config not found"):
-        run_demo(tmp_path, minutes=0.01, n_train=2, n_test=1, config=tmp_path / "nope.yaml")
+        run_demo(tmp_path, epochs=1, n_train=2, n_test=1, config=tmp_path / "nope.yaml")

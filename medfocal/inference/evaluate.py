@@ -196,14 +196,13 @@ def _summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _box_plot(rows: list[dict[str, Any]], labels: Sequence[int], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    # a bare Figure: no pyplot state, so a notebook's inline backend is left alone
+    from matplotlib.figure import Figure
 
     from medfocal.inference.writer import atomic_path
 
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.6))
+    fig = Figure(figsize=(11, 3.6))
+    axes = fig.subplots(1, 3)
     for ax, metric, title in zip(
         axes, ("dice", "hd95_mm", "volume_diff_ml"), ("Dice", "HD95 (mm)", "Volume diff (ml)")
     ):
@@ -215,7 +214,6 @@ def _box_plot(rows: list[dict[str, Any]], labels: Sequence[int], path: Path) -> 
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
     return path
 
 
