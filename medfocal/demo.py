@@ -152,7 +152,7 @@ def _print_summary(res: DemoResult) -> None:
     finite = [d for d in res.dice.values() if not math.isnan(d)]
     if finite:
         table.add_row("[bold]mean[/bold]", f"[bold]{sum(finite) / len(finite):.3f}[/bold]")
-    console = Console()
+    console = Console(soft_wrap=True)
     console.print(table)
     console.print(f"trained for {res.train_seconds:.0f} s; checkpoint: {res.checkpoint}")
     console.print(f"masks (input geometry): {res.predictions_dir}")
