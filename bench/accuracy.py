@@ -332,7 +332,7 @@ def dataset_table(records: list[dict[str, Any]], dataset: str) -> str:
     header += ["ECE", "ECE after TS", "T", "train s/run", "epochs (best)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name in losses_present:
-        rs = [r for r in rows if r["loss"] == name]
+        rs = sorted((r for r in rows if r["loss"] == name), key=lambda r: r["seed"])
         cells = [
             LOSSES[name][0],
             ",".join(str(r["seed"]) for r in rs),
@@ -668,7 +668,7 @@ def drive_table(records: list[dict[str, Any]]) -> str:
               "specificity", "voxel ECE", "voxel ECE after TS*", "T", "train s/run"]  # fmt: skip
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name in SEG_LOSSES:
-        rs = [r for r in rows if r["loss"] == name]
+        rs = sorted((r for r in rows if r["loss"] == name), key=lambda r: r["seed"])
         if not rs:
             continue
         keys = ("dice_vessel", "dice_vessel_per_image_mean", "iou_vessel", "auroc", "sensitivity",
