@@ -1,4 +1,4 @@
-"""Gradients of confident predictions carry no near-subnormal floats (they slow every CPU kernel after them)."""
+"""Gradients of confident predictions hold no near-subnormal floats (they slow later CPU kernels)."""
 
 from __future__ import annotations
 
