@@ -134,6 +134,23 @@ def _flush_subnormal_(t: Tensor) -> Tensor:
     return t.masked_fill_(t.abs() < _FLUSH_BELOW, 0.0)
 
 
+class _FlushTinyGrad(torch.autograd.Function):
+    """Identity whose backward flushes near-subnormal gradient entries (see :func:`_flush_subnormal_`)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return grad.masked_fill(grad.abs() < _FLUSH_BELOW, 0.0)
+
+
+def flush_tiny_grad(x: Tensor) -> Tensor:
+    """``x`` unchanged, with gradients below 1e-30 set to 0 on the way back (autograd paths of the losses)."""
+    return _FlushTinyGrad.apply(x) if x.requires_grad else x
+
+
 def _focal_value_and_grad(
     p_t: Tensor, logp_t: Tensor, gamma: float, weight_v: Tensor | None, need_grad: bool
 ) -> tuple[Tensor, Tensor | None]:

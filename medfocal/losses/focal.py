@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from medfocal.losses._fused import fused_softmax_index_loss
+from medfocal.losses._fused import flush_tiny_grad, fused_softmax_index_loss
 from medfocal.losses._targets import (
     ACTIVATIONS,
     REDUCTIONS,
@@ -52,16 +52,21 @@ class Activated:
         self.activation = activation
 
     @cached_property
+    def x_flushed(self) -> Tensor:
+        # the autograd paths flush their near-subnormal gradients here (the fused path does it itself)
+        return flush_tiny_grad(self.x)
+
+    @cached_property
     def logp(self) -> Tensor:
         if self.activation == "softmax":
-            return F.log_softmax(self.x, dim=1)
-        return F.logsigmoid(self.x)
+            return F.log_softmax(self.x_flushed, dim=1)
+        return F.logsigmoid(self.x_flushed)
 
     @cached_property
     def probs(self) -> Tensor:
         if self.activation == "softmax":
             return self.logp.exp()
-        return torch.sigmoid(self.x)
+        return torch.sigmoid(self.x_flushed)
 
 
 def modulating_factor(logp_t: Tensor, gamma: Gamma) -> Tensor | None:
@@ -415,7 +420,7 @@ class FocalLoss(nn.Module):
                 self.label_smoothing,
                 self._gamma_fn(),
             )
-        x, y = act.x, target.dense
+        x, y = act.x_flushed, target.dense
         if not self.include_background:
             if c == 1:
                 raise ValueError("include_background=False needs C >= 2 channels, got C=1")
