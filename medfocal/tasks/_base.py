@@ -233,6 +233,28 @@ class MedfocalModule(LightningModule):
             logger.log_metrics(values, step=0)
 
     # ----------------------------------------------------------------- logits -> probabilities
+    # ----------------------------------------------------------------- steps shared by both tasks
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        image, label = image_and_label(batch)
+        logits = self.model(image)
+        loss = self.loss(logits, label)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(image))
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
+        """Class probabilities (after temperature scaling) of ``self(image)``."""
+        image = plain_tensor(batch["image"] if isinstance(batch, dict) else batch)
+        return self.probabilities(self(image))
+
+    def _evaluate(self, batch: Any, stage: str) -> None:
+        raise NotImplementedError
+
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """``activation(logits / temperature)`` (the temperature is 1.0 unless a calibration set it)."""
         scaled = logits.float() / self.temperature.clamp_min(1e-6)

@@ -19,7 +19,7 @@ from torchmetrics.classification import (
     Recall,
 )
 
-from medfocal.tasks._base import MedfocalModule, image_and_label, metric_key, plain_tensor
+from medfocal.tasks._base import MedfocalModule, image_and_label, metric_key
 
 __all__ = ["ClassificationModule"]
 
@@ -135,24 +135,6 @@ class ClassificationModule(MedfocalModule):
     # ----------------------------------------------------------------- steps
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.model(image)
-
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        image, label = image_and_label(batch)
-        logits = self.model(image)
-        loss = self.loss(logits, label)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(logits))
-        return loss
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
-
-    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
-        """Probabilities ``(B, C)`` after temperature scaling."""
-        image = plain_tensor(batch["image"] if isinstance(batch, dict) else batch)
-        return self.probabilities(self(image))
 
     def _scores_and_target(
         self, logits: torch.Tensor, label: torch.Tensor

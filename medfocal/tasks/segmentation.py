@@ -11,7 +11,7 @@ from monai.metrics import ConfusionMatrixMetric, DiceMetric, HausdorffDistanceMe
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
-from medfocal.tasks._base import MedfocalModule, image_and_label, metric_key, plain_tensor
+from medfocal.tasks._base import MedfocalModule, image_and_label, metric_key
 
 __all__ = ["SegmentationModule"]
 
@@ -121,24 +121,6 @@ class SegmentationModule(MedfocalModule):
             overlap=self.sw_overlap,
             mode="gaussian",
         )
-
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        image, label = image_and_label(batch)
-        logits = self.model(image)
-        loss = self.loss(logits, label)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(image))
-        return loss
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
-
-    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
-        """Probabilities ``(B, C, *spatial)`` after temperature scaling."""
-        image = plain_tensor(batch["image"] if isinstance(batch, dict) else batch)
-        return self.probabilities(self(image))
 
     def _evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> None:
         image, label = image_and_label(batch)
