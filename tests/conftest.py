@@ -21,6 +21,7 @@ def real_data_root() -> Path:
 def shared_data() -> Path:
     root = real_data_root()
     if not root.is_dir():
+        # justified: real data is optional (../shared/data or $MEDFOCAL_DATA); skip and say so
         pytest.skip(f"real data folder {root} not present (set MEDFOCAL_DATA)")
     return root
 

@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.realdata
 def test_accuracy_smoke(shared_data, tmp_path):
     if not (shared_data / "medmnist" / "BreastMNIST.npz").is_file():
+        # justified: real data is optional (../shared/data or $MEDFOCAL_DATA); skip and say so
         pytest.skip(f"{shared_data / 'medmnist' / 'BreastMNIST.npz'} not present")
     env = {**os.environ, "MEDFOCAL_DATA": str(shared_data), "MPLBACKEND": "Agg"}
     out, work = tmp_path / "out", tmp_path / "work"

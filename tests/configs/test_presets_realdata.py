@@ -24,6 +24,7 @@ def _run(name: str, overrides: list[str], tmp_path, monkeypatch) -> None:
 def test_retina_preset_on_retinamnist(shared_data, tmp_path, monkeypatch):
     npz = shared_data / "medmnist" / "retinamnist.npz"
     if not npz.is_file():
+        # justified: real data is optional (../shared/data or $MEDFOCAL_DATA); skip and say so
         pytest.skip(f"{npz} not present")
     _run(
         "retina_lesion",
@@ -36,6 +37,7 @@ def test_retina_preset_on_retinamnist(shared_data, tmp_path, monkeypatch):
 def test_lesion_preset_on_kvasir_seg_sample(shared_data, tmp_path, monkeypatch):
     root = shared_data / "kvasir_seg_sample"
     if not root.is_dir():
+        # justified: real data is optional (../shared/data or $MEDFOCAL_DATA); skip and say so
         pytest.skip(f"{root} not present")
     overrides = [
         f"--data.init_args.layout.init_args.images_dir={root / 'images'}",

@@ -29,6 +29,7 @@ BRATS_NAMES = ["background", "necrosis", "oedema", "non_enhancing", "enhancing"]
 
 def _need(path: Path) -> Path:
     if not path.exists():
+        # justified: real data is optional (../shared/data or $MEDFOCAL_DATA); skip and say so
         pytest.skip(f"{path} not present")
     return path
 
