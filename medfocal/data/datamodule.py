@@ -56,6 +56,7 @@ from medfocal.data.checks import CaseSummary, label_counts, validate_records
 from medfocal.data.layouts import Layout, MedMNISTLayout, detect_layout
 from medfocal.data.sampling import class_balanced_sampler, split_indices
 from medfocal.data.transforms import (
+    MASK_KEYS,
     Augmentation,
     PreprocessingSpec,
     inference_transforms,
@@ -261,7 +262,8 @@ class _BaseDataModule(pl.LightningDataModule):
                 raise ValueError(f"{self.describe()}: empty training split")
             self._datasets["train"] = self._dataset(self.splits["train"], self.train_transform(), cache=True)
         if stage in ("fit", "validate", None) and self.splits["val"]:
-            self._datasets["val"] = self._dataset(self.splits["val"], self.val_transform(), cache=True)
+            keys = self._keys(self.splits["val"])
+            self._datasets["val"] = self._dataset(self.splits["val"], self.val_transform(keys), cache=True)
         if stage in ("test", "predict", None):
             test = self.splits["test"] or self.splits["val"]
             keys = self._keys(test)
@@ -485,6 +487,15 @@ class SegmentationDataModule(_BaseDataModule):
     def val_transform(self, keys: Sequence[str] | None = None) -> Any:
         """The deterministic part only (identical to ``medfocal infer``)."""
         return inference_transforms(self.preprocessing, keys or ("image", "label"))
+
+    def _keys(self, records: list[dict[str, Any]]) -> tuple[str, ...]:
+        """``image`` (+ ``label``) + the region masks every record has (``fov``, ``mask``, ``brainmask``).
+
+        Region masks are loaded on the evaluation splits only, on the image grid, as ``{0, 1}`` tensors
+        (e.g. DRIVE's field of view for ``TemperatureScaling(mask_key="fov")``).
+        """
+        masks = tuple(k for k in MASK_KEYS if records and all(k in r for r in records))
+        return (*super()._keys(records), *masks)
 
 
 class ClassificationDataModule(_BaseDataModule):

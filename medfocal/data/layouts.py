@@ -315,6 +315,9 @@ class CaseFoldersLayout(Layout):
             (e.g. ``["Flair*.nii.gz", "T1c*.nii.gz"]``); each must match exactly one file.
         label: glob of the label map (``None`` for unlabelled cases).
         val_root / test_root: optional folders of validation / test cases (an explicit split).
+        mask: optional glob of a binary region mask (e.g. ``"brainmask.nii.gz"``), stored under the
+            ``"mask"`` key: loaded with the evaluation splits and usable as
+            ``TemperatureScaling(mask_key="mask")`` or to score calibration inside the brain.
 
     Raises:
         FileNotFoundError: a folder is missing or a pattern matches no file (every such case is named).
@@ -328,12 +331,14 @@ class CaseFoldersLayout(Layout):
         label: str | None = None,
         val_root: str | None = None,
         test_root: str | None = None,
+        mask: str | None = None,
     ) -> None:
         if not channels:
             raise ValueError("CaseFoldersLayout.channels: expected at least one file pattern, got []")
         self.root = str(_require_dir(Path(root), "CaseFoldersLayout.root"))
         self.channels = list(channels)
         self.label = label
+        self.mask = mask
         self.val_root = str(_require_dir(Path(val_root), "CaseFoldersLayout.val_root")) if val_root else None
         self.test_root = (
             str(_require_dir(Path(test_root), "CaseFoldersLayout.test_root")) if test_root else None
@@ -360,6 +365,8 @@ class CaseFoldersLayout(Layout):
             }
             if self.label is not None:
                 record["label"] = self._one(case_dir, self.label, problems)
+            if self.mask is not None:
+                record["mask"] = self._one(case_dir, self.mask, problems)
             out.append(record)
         return out
 

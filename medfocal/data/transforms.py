@@ -49,6 +49,7 @@ from monai.transforms import (
 )
 
 __all__ = [
+    "MASK_KEYS",
     "MODALITIES",
     "Augmentation",
     "LabelToIndexd",
@@ -60,6 +61,17 @@ __all__ = [
 
 MODALITIES = ("ct", "mri", "rgb", "dermoscopy", "histology", "grey", "generic")
 _TWO_D_PHOTO = ("rgb", "dermoscopy", "histology", "grey")
+# binary region masks carried beside the label (DRIVE's field of view, a brain mask): resampled with
+# nearest neighbour, never intensity-normalised, and binarised (stored value > 0 -> 1)
+MASK_KEYS = ("fov", "mask", "brainmask")
+
+
+def _is_mask(key: str) -> bool:
+    return key == "label" or key in MASK_KEYS
+
+
+def _interp(key: str, image_mode: str = "bilinear") -> str:
+    return "nearest" if _is_mask(key) else image_mode
 
 
 def _tuple_or_none(value: Any, cast: type = float) -> tuple | None:
@@ -245,7 +257,7 @@ class LabelToIndexd(MapTransform):
 
 
 def _image_keys(keys: Sequence[str]) -> list[str]:
-    return [k for k in keys if k != "label"]
+    return [k for k in keys if not _is_mask(k)]
 
 
 def _intensity(spec: PreprocessingSpec, image_keys: list[str]) -> list:
@@ -291,7 +303,9 @@ def inference_transforms(
     Args:
         spec: the preprocessing description.
         keys: dict keys to transform; ``"label"`` gets nearest-neighbour resampling and
-            :class:`LabelToIndexd`/``MapLabelValued``, every other key is an image.
+            :class:`LabelToIndexd`/``MapLabelValued``; region masks (:data:`MASK_KEYS`: ``"fov"``,
+            ``"mask"``, ``"brainmask"``) get nearest-neighbour resampling and are binarised (> 0);
+            every other key is an image.
         load: ``False`` when the items already hold channel-first arrays (MedMNIST ``.npz``).
 
     Returns:
@@ -306,22 +320,23 @@ def inference_transforms(
     keys = list(keys)
     image_keys = _image_keys(keys)
     label_keys = [k for k in keys if k == "label"]
-    modes = ["nearest" if k == "label" else "bilinear" for k in keys]
+    region_keys = [k for k in keys if k in MASK_KEYS]
+    modes = [_interp(k) for k in keys]
     steps: list = []
     if load:
         steps.append(LoadImaged(keys, reader=spec.reader, image_only=True))
         steps.append(EnsureChannelFirstd(keys))
     steps.append(EnsureTyped(keys, dtype=torch.float32, track_meta=True))
     steps += label_transforms(spec, label_keys)
+    if region_keys:
+        steps.append(LabelToIndexd(region_keys, threshold=0.0, channel=0))
     if spec.orientation:
         steps.append(Orientationd(keys, axcodes=spec.orientation, labels=None))
     if spec.spacing is not None:
         steps.append(Spacingd(keys, pixdim=spec.spacing, mode=modes))
     steps += _intensity(spec, image_keys)
     if spec.resize is not None:
-        resize_modes = [
-            "nearest" if k == "label" else ("area" if spec.spatial_dims == 2 else "trilinear") for k in keys
-        ]
+        resize_modes = [_interp(k, "area" if spec.spatial_dims == 2 else "trilinear") for k in keys]
         steps.append(Resized(keys, spatial_size=spec.resize, mode=resize_modes))
     return Compose(steps)
 
@@ -377,7 +392,7 @@ def _crop(
 def _augment(spec: PreprocessingSpec, aug: Augmentation, keys: list[str]) -> list:
     image_keys = _image_keys(keys)
     dims = spec.spatial_dims
-    modes = ["nearest" if k == "label" else "bilinear" for k in keys]
+    modes = [_interp(k) for k in keys]
     out: list = []
     if aug.flip_prob > 0:
         out += [RandFlipd(keys, prob=aug.flip_prob, spatial_axis=axis) for axis in range(dims)]

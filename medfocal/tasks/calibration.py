@@ -217,10 +217,37 @@ def _batch_image_label(batch: Any) -> tuple[Tensor, Tensor]:
     )
 
 
+def _batch_mask(batch: Any, mask_key: str | None, logits: Tensor) -> Tensor | None:
+    """The boolean ``(B, *spatial)`` region mask of a segmentation batch (``batch[mask_key] > 0``)."""
+    if mask_key is None:
+        return None
+    if not isinstance(batch, Mapping) or mask_key not in batch:
+        keys = sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__
+        raise KeyError(
+            f"mask_key={mask_key!r}: the validation batch has no such entry (it has {keys}); load the mask "
+            "with the images (SegmentationDataModule does so for 'fov', 'mask' and 'brainmask' records)"
+        )
+    mask = torch.as_tensor(batch[mask_key]).to(logits.device)
+    if mask.ndim == logits.ndim and mask.shape[1] == 1:
+        mask = mask[:, 0]
+    expected = (logits.shape[0], *logits.shape[2:])
+    if tuple(mask.shape) != expected:
+        raise ValueError(
+            f"mask_key={mask_key!r}: mask of shape {tuple(batch[mask_key].shape)} does not match the "
+            f"logits {tuple(logits.shape)} (expected {expected} or with a channel axis of 1)"
+        )
+    return mask > 0
+
+
 def _subsample_voxels(
-    logits: Tensor, labels: Tensor, max_voxels: int | None, generator: torch.Generator
+    logits: Tensor,
+    labels: Tensor,
+    max_voxels: int | None,
+    generator: torch.Generator,
+    mask: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Segmentation: at most ``max_voxels`` random voxels as ``(n, C)`` logits and ``(n, ...)`` labels."""
+    """Segmentation: at most ``max_voxels`` random voxels (inside ``mask`` when given) as ``(n, C)``
+    logits and ``(n, ...)`` labels."""
     if logits.ndim <= 2:
         return logits, labels
     n_classes = logits.shape[1]
@@ -231,6 +258,9 @@ def _subsample_voxels(
             flat_labels = flat_labels[:, 0]
     else:
         flat_labels = labels.reshape(-1)
+    if mask is not None:
+        keep = mask.reshape(-1).to(flat.device)
+        flat, flat_labels = flat[keep], flat_labels[keep]
     if max_voxels is not None and flat.shape[0] > max_voxels:
         pick = torch.randperm(flat.shape[0], generator=generator)[:max_voxels].to(flat.device)
         flat, flat_labels = flat[pick], flat_labels[pick]
@@ -245,6 +275,7 @@ def collect_logits(
     logits_fn: LogitsFn | None = None,
     max_voxels_per_batch: int | None = 100_000,
     seed: int = 0,
+    mask_key: str | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Run the module's network over a dataloader and return CPU ``(N, C)`` logits and labels.
 
@@ -259,6 +290,9 @@ def collect_logits(
             modules do not), else ``pl_module.model``.
         max_voxels_per_batch: voxel subsample per segmentation batch (None: all voxels).
         seed: seed of the voxel subsample.
+        mask_key: segmentation: keep only the voxels where ``batch[mask_key] > 0`` (a field of view or
+            brain mask loaded with the images), so that calibration is judged where it matters and not
+            on the trivially easy background around the anatomy.
     """
     logits_fn = logits_fn or _default_logits
     generator = torch.Generator().manual_seed(seed)
@@ -272,7 +306,8 @@ def collect_logits(
             label = torch.as_tensor(label).cpu()
             if label.is_floating_point() and pl_module_activation(pl_module) == "softmax":
                 label = label.round().long()
-            logits, label = _subsample_voxels(logits, label, max_voxels_per_batch, generator)
+            mask = _batch_mask(batch, mask_key, logits)
+            logits, label = _subsample_voxels(logits, label, max_voxels_per_batch, generator, mask)
             all_logits.append(logits)
             all_labels.append(label)
     finally:
@@ -342,12 +377,16 @@ class TemperatureScaling(Callback):
         max_voxels_per_batch: segmentation voxel subsample per validation batch.
         save_path: also save the calibrated module there (``trainer.save_checkpoint``).
         logits_fn: ``(pl_module, image) -> logits`` (default: see :func:`collect_logits`).
+        mask_key: segmentation: fit on the voxels inside ``batch[mask_key]`` only (e.g. ``"fov"`` for
+            fundus images, ``"brainmask"``); the validation batches must carry that mask.
 
     Example (YAML)::
 
         trainer:
           callbacks:
             - class_path: medfocal.tasks.calibration.TemperatureScaling
+              init_args:
+                mask_key: fov      # DRIVE: fit inside the field of view
     """
 
     def __init__(
@@ -358,8 +397,10 @@ class TemperatureScaling(Callback):
         max_voxels_per_batch: int | None = 100_000,
         save_path: str | None = None,
         logits_fn: LogitsFn | None = None,
+        mask_key: str | None = None,
     ) -> None:
         super().__init__()
+        self.mask_key = mask_key
         self.use_best_checkpoint = use_best_checkpoint
         self.n_bins = n_bins
         self.max_iter = max_iter
@@ -401,6 +442,7 @@ class TemperatureScaling(Callback):
                 _val_dataloader(trainer),
                 logits_fn=self.logits_fn,
                 max_voxels_per_batch=self.max_voxels_per_batch,
+                mask_key=self.mask_key,
             )
         finally:
             pl_module.to(original_device)
@@ -474,15 +516,21 @@ class AdaFocalCalibration(Callback):
         n_bins: bins when the loss does not say.
         max_voxels_per_batch: segmentation voxel subsample per batch.
         logits_fn: ``(pl_module, image) -> logits`` (default: see :func:`collect_logits`).
+        mask_key: segmentation: bin only the voxels inside ``batch[mask_key]`` (e.g. ``"fov"``).
 
     Reference:
         Ghosh, Schaaf, Gormley, "AdaFocal: Calibration-aware Adaptive Focal Loss", NeurIPS 2022.
     """
 
     def __init__(
-        self, n_bins: int = 15, max_voxels_per_batch: int | None = 100_000, logits_fn: LogitsFn | None = None
+        self,
+        n_bins: int = 15,
+        max_voxels_per_batch: int | None = 100_000,
+        logits_fn: LogitsFn | None = None,
+        mask_key: str | None = None,
     ) -> None:
         super().__init__()
+        self.mask_key = mask_key
         self.n_bins = n_bins
         self.max_voxels_per_batch = max_voxels_per_batch
         self.logits_fn = logits_fn or _default_logits
@@ -523,10 +571,15 @@ class AdaFocalCalibration(Callback):
             probs = torch.softmax(logits, dim=1)
         if label.is_floating_point():
             label = label.round().long()
+        mask = _batch_mask(batch, self.mask_key, logits) if probs.ndim > 2 else None
         for index, loss in enumerate(losses):
             n_bins = _loss_n_bins(loss, self.n_bins)
             bins = calibration_bins(
-                probs, label, n_bins, max_samples=self.max_voxels_per_batch if probs.ndim > 2 else None
+                probs,
+                label,
+                n_bins,
+                mask=mask,
+                max_samples=self.max_voxels_per_batch if probs.ndim > 2 else None,
             )
             self._bins[index] = self._bins[index] + bins if index in self._bins else bins
 

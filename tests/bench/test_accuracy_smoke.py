@@ -58,16 +58,21 @@ def test_accuracy_smoke(shared_data, tmp_path):
     assert (out / "accuracy_breastmnist.png").stat().st_size > 0
 
 
-def test_metrics_of_the_benchmark():
-    """The benchmark's metric helper against hand-computed values (no data needed)."""
+def _bench():
     import importlib.util
-
-    import numpy as np
 
     spec = importlib.util.spec_from_file_location("bench_accuracy", REPO / "bench" / "accuracy.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules["bench_accuracy"] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
+    return module
+
+
+def test_metrics_of_the_benchmark():
+    """The benchmark's metric helper against hand-computed values (no data needed)."""
+    import numpy as np
+
+    module = _bench()
     probs = np.array([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.6, 0.3, 0.1], [0.1, 0.2, 0.7]])
     labels = np.array([0, 1, 1, 2])
     out = module.classification_metrics(probs, labels, class_counts=np.array([10.0, 5.0, 1.0]), kappa=True)
@@ -77,3 +82,52 @@ def test_metrics_of_the_benchmark():
     assert out["rarest_class"] == 2 and out["recall_rarest"] == pytest.approx(1.0)
     assert out["auroc"] == pytest.approx(1.0)
     assert -1.0 <= out["kappa_quadratic"] <= 1.0
+
+
+def test_drive_outer_folds_partition_the_images():
+    """Each DRIVE image is held out in exactly one of the 4 outer folds, 5 per fold, never in training."""
+    from medfocal.data.layouts import Layout
+
+    module = _bench()
+
+    class Twenty(Layout):
+        def records(self):
+            return [{"image": f"{i}.tif", "label": f"{i}.gif", "case": f"{i:02d}"} for i in range(21, 41)]
+
+    held = []
+    for fold in range(module.DRIVE_FOLDS):
+        records = module._HeldOutLayout(Twenty(), fold).records()
+        test = [r["case"] for r in records if r.get("split") == "test"]
+        assert len(test) == 5 and len(records) == 20
+        held += test
+    assert sorted(held) == [f"{i:02d}" for i in range(21, 41)]
+
+
+def test_cropped_hd95_equals_the_whole_volume_hd95():
+    import numpy as np
+    import torch
+    from monai.metrics import compute_hausdorff_distance
+
+    module = _bench()
+    truth = np.zeros((60, 50, 40), bool)
+    truth[20:35, 10:30, 5:25] = True
+    pred = np.zeros_like(truth)
+    pred[22:38, 12:33, 8:22] = True
+    pred[55, 45, 35] = True  # a far false positive at the border of the box
+    full = compute_hausdorff_distance(
+        torch.as_tensor(pred)[None, None], torch.as_tensor(truth)[None, None], percentile=95.0, spacing=1.0
+    )
+    assert module._hd95_mm(pred, truth, compute_hausdorff_distance) == pytest.approx(float(full))
+    assert np.isnan(module._hd95_mm(np.zeros_like(truth), truth, compute_hausdorff_distance))
+
+
+def test_cross_validated_mean_averages_folds_then_seeds():
+    module = _bench()
+    rows = [
+        {"seed": 0, "fold": 0, "x": 0.2},
+        {"seed": 0, "fold": 1, "x": 0.4},
+        {"seed": 1, "fold": 0, "x": 0.6},
+        {"seed": 1, "fold": 1, "x": 0.8},
+    ]
+    # seed means 0.3 and 0.7: mean 0.5, sample std 0.283
+    assert module._cv_mean_std(rows, "x") == "0.500 ± 0.283"

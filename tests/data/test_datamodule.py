@@ -211,3 +211,57 @@ def test_lightning_cli_builds_datamodule_from_yaml(lesion_dataset):
     dm = parser.instantiate(cfg).data
     assert dm.preprocessing.window == (-100.0, 200.0) and dm.augmentation.flip_prob == 0.1
     assert dm.roi_size == (16, 16, 16) and dm.num_classes == 2
+
+
+def test_region_masks_are_loaded_on_evaluation_splits(tmp_path):
+    """A DRIVE-like paired-folder set with field-of-view masks: validation batches carry ``fov`` as a
+    binary tensor on the image grid (nearest, not normalised), training batches do not need it."""
+    from PIL import Image
+
+    from medfocal.data import PairedFoldersLayout
+
+    rng = np.random.default_rng(0)
+    for sub in ("images", "manual", "fov"):
+        (tmp_path / sub).mkdir()
+    fovs = {}
+    for case in ("21", "22", "23", "24", "25"):
+        Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(
+            tmp_path / "images" / f"{case}_training.tif"
+        )
+        vessel = (rng.random((20, 24)) < 0.2).astype(np.uint8) * 255
+        Image.fromarray(vessel).save(tmp_path / "manual" / f"{case}_manual1.gif")
+        yy, xx = np.mgrid[:20, :24]
+        fov = (((yy - 10) ** 2 + (xx - 12) ** 2) < (6 + int(case) % 4) ** 2).astype(np.uint8) * 255
+        Image.fromarray(fov).save(tmp_path / "fov" / f"{case}_training_mask.gif")
+        fovs[case] = fov
+    layout = PairedFoldersLayout(
+        str(tmp_path / "images"),
+        str(tmp_path / "manual"),
+        image_suffix="_training.tif",
+        mask_suffix="_manual1.gif",
+        fov_dir=str(tmp_path / "fov"),
+        fov_suffix="_training_mask.gif",
+    )
+    dm = SegmentationDataModule(
+        layout,
+        # PIL writes these GIFs in palette mode (indices 0/1, DRIVE's own are 0/255): threshold 0.5 fits both
+        preprocessing=PreprocessingSpec(modality="rgb", spatial_dims=2, label_threshold=0.5),
+        class_names=["background", "vessel"],
+        roi_size=[16, 16],
+        val_fraction=0.4,
+        batch_size=1,
+        val_batch_size=1,
+        num_workers=0,
+    )
+    dm.setup("fit")
+    seen = 0
+    for batch in dm.val_dataloader():
+        case = str(batch["case"][0])
+        fov = batch["fov"]
+        assert fov.shape == batch["label"].shape == (1, 1, 24, 20)  # PIL reader: (W, H) grid
+        assert set(torch.unique(fov).tolist()) == {0.0, 1.0}
+        assert 0 < batch["label"].sum() < batch["label"].numel()
+        np.testing.assert_array_equal(fov[0, 0].numpy().T, fovs[case] > 0)
+        seen += 1
+    assert seen == 2
+    assert "image" in next(iter(dm.train_dataloader()))

@@ -174,6 +174,34 @@ def test_case_folders_layout_stacks_modalities(case_folders):
     assert set(torch.unique(batch["label"]).tolist()) <= {0.0, 1.0, 2.0}
 
 
+def test_case_folders_brain_mask_is_loaded_as_a_region_mask(case_folders):
+    """``mask=`` adds each case's mask file; evaluation batches carry it binarised on the image grid."""
+    import nibabel as nib
+
+    for case in sorted(case_folders.iterdir()):
+        flair = nib.load(case / "Flair_x.nii.gz")
+        brain = (np.abs(np.asarray(flair.dataobj)) > 0.5).astype(np.float32) * 7.0  # stored as 0/7
+        nib.save(nib.Nifti1Image(brain, flair.affine), case / "brainmask.nii.gz")
+    layout = CaseFoldersLayout(
+        str(case_folders),
+        channels=["Flair*.nii.gz", "T1c*.nii.gz"],
+        label="seg.nii.gz",
+        mask="brainmask.nii.gz",
+    )
+    records = layout.records()
+    assert all(r["mask"].endswith("brainmask.nii.gz") for r in records)
+    dm = SegmentationDataModule(layout, num_workers=0, val_fraction=0.34, class_names=["bg", "a", "b"])
+    batch = _first_val_batch(dm)
+    case = case_folders / str(batch["case"][0])
+    expected = np.abs(np.asarray(nib.load(case / "Flair_x.nii.gz").dataobj)) > 0.5
+    assert batch["mask"].shape == batch["label"].shape
+    np.testing.assert_array_equal(batch["mask"][0, 0].numpy() > 0, expected)
+    assert set(torch.unique(batch["mask"]).tolist()) == {0.0, 1.0}
+    (case / "brainmask.nii.gz").unlink()
+    with pytest.raises(FileNotFoundError, match=r"no file matches 'brainmask\.nii\.gz'"):
+        layout.records()
+
+
 def test_case_folders_missing_pattern_names_case(case_folders):
     (case_folders / "pat1" / "T1c_x.nii.gz").unlink()
     layout = CaseFoldersLayout(

@@ -286,3 +286,86 @@ def test_collect_logits_segmentation_uses_forward_and_subsamples():
     assert logits.shape == (100, 3) and target.shape == (100,)
     temperature = fit_temperature(logits, target)
     assert 0.05 <= temperature <= 20
+
+
+def test_collect_logits_mask_key_keeps_only_voxels_inside_the_mask():
+    """``mask_key``: only the voxels where ``batch[mask_key] > 0`` are returned (a field of view)."""
+    from medfocal.losses import DiceCELoss
+    from medfocal.tasks import SegmentationModule
+
+    torch.manual_seed(0)
+    module = SegmentationModule(nn.Conv2d(1, 2, 3, padding=1), DiceCELoss(), class_names=["bg", "fg"])
+    images = torch.randn(2, 1, 10, 9)
+    labels = torch.randint(0, 2, (2, 1, 10, 9)).float()
+    fov = torch.zeros(2, 1, 10, 9)
+    fov[0, 0, 2:6, 3:7] = 1  # 16 voxels
+    fov[1, 0, :, 0] = 1  # 10 voxels
+    batches = [{"image": images, "label": labels, "fov": fov}]
+    logits, target = collect_logits(module, batches, max_voxels_per_batch=None, mask_key="fov")
+    with torch.no_grad():
+        full = module(images)
+    inside = fov[:, 0] > 0
+    torch.testing.assert_close(logits, full.movedim(1, -1)[inside])
+    torch.testing.assert_close(target, labels[:, 0][inside].long())
+    assert logits.shape == (26, 2)
+    # the subsample draws from inside the mask only
+    sub, _ = collect_logits(module, batches, max_voxels_per_batch=5, mask_key="fov")
+    assert sub.shape == (5, 2)
+    assert all((row == logits).all(dim=1).any() for row in sub)
+    with pytest.raises(KeyError, match="mask_key='brainmask'"):
+        collect_logits(module, batches, mask_key="brainmask")
+    with pytest.raises(ValueError, match="does not match the logits"):
+        collect_logits(module, [{"image": images, "label": labels, "fov": fov[:, :, :5]}], mask_key="fov")
+
+
+def test_temperature_scaling_mask_key_fits_inside_the_mask(tmp_path):
+    """A fit restricted to the mask differs from the whole-image fit exactly as the data says.
+
+    Outside the mask the logits are over-confident (T > 1 wanted), inside under-confident (T < 1):
+    the callback with ``mask_key`` must return the inside-only temperature.
+    """
+    g = torch.Generator().manual_seed(0)
+    n, side = 8, 16
+    labels = torch.randint(0, 2, (n, side, side), generator=g)
+    sign = 2.0 * labels - 1.0
+    noise = torch.randn(n, side, side, generator=g)
+    fov = torch.zeros(n, 1, side, side)
+    fov[:, :, 4:12, 4:12] = 1
+    strength = torch.where(fov[:, 0] > 0, 0.5, 8.0)  # weak logits inside, very strong outside
+    flip = torch.rand(n, side, side, generator=g) < 0.1
+    margin = strength * sign * torch.where(flip, -1.0, 1.0) + 0.1 * noise
+    logits = torch.stack([-margin / 2, margin / 2], dim=1)
+    inside = fov[:, 0] > 0
+    expected = fit_temperature(logits.movedim(1, -1)[inside], labels[inside])
+    whole = fit_temperature(logits, labels)
+    assert expected < 1.0 < whole
+
+    class _Fixed(pl.LightningModule):
+        """The "network" returns its input: the validation images are the logits above."""
+
+        def __init__(self):
+            super().__init__()
+            self.model = nn.Identity()
+            self.dummy = nn.Parameter(torch.zeros(()))
+            self.activation = "softmax"
+            self.register_buffer("temperature", torch.ones(()))
+
+        def training_step(self, batch, batch_idx):
+            return self.dummy * 0.0
+
+        def validation_step(self, batch, batch_idx):
+            pass
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    items = [{"image": logits[i], "label": labels[i, None].float(), "fov": fov[i]} for i in range(n)]
+    fitted = {}
+    for key in ("fov", None):
+        scaling = TemperatureScaling(use_best_checkpoint=False, max_voxels_per_batch=None, mask_key=key)
+        trainer = _trainer(tmp_path / str(key), [scaling], epochs=1)
+        trainer.fit(_Fixed(), DataLoader(items, batch_size=4), DataLoader(items, batch_size=4))
+        fitted[key] = scaling.results["temperature"]
+        assert scaling.results["n_samples"] == (int(inside.sum()) if key else n * side * side)
+    assert fitted["fov"] == pytest.approx(expected, rel=1e-4)
+    assert fitted[None] == pytest.approx(whole, rel=1e-4)
