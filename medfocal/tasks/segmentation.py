@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
+from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
 from monai.metrics import ConfusionMatrixMetric, DiceMetric, HausdorffDistanceMetric, MeanIoU
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
@@ -16,6 +17,24 @@ from medfocal.tasks._base import MedfocalModule, image_and_label, metric_key
 __all__ = ["SegmentationModule"]
 
 
+def voxel_spacing(image: torch.Tensor | None) -> list[list[float]] | None:
+    """Per-sample voxel spacing ``[[sx, sy(, sz)], ...]`` from a batched MONAI ``MetaTensor``'s affine.
+
+    ``None`` for plain tensors (MONAI then measures distances in voxels).
+    """
+    affine = getattr(image, "affine", None)
+    if not isinstance(image, MetaTensor) or affine is None:
+        return None
+    dims = image.ndim - 2
+    affine = torch.as_tensor(affine, dtype=torch.float64).cpu()
+    if affine.ndim == 2:
+        affine = affine.expand(image.shape[0], *affine.shape)
+    if affine.shape[0] != image.shape[0] or affine.shape[-1] < dims + 1:
+        return None
+    spacing = affine[:, :dims, :dims].pow(2).sum(dim=1).sqrt()
+    return [[float(v) for v in row] for row in spacing]
+
+
 class SegmentationModule(MedfocalModule):
     """Train and validate a segmentation network with a (focal-family) loss.
 
@@ -24,7 +43,8 @@ class SegmentationModule(MedfocalModule):
     ``sliding_window_inference`` with Gaussian blending when ``roi_size`` is known (given here, or taken
     from the datamodule for 3D data), and log per epoch, averaged over the foreground classes and per
     class name: ``val/dice`` (the main metric), ``val/iou``, ``val/hd95`` (MONAI
-    ``HausdorffDistanceMetric(percentile=95)``, in voxels), ``val/sensitivity``, ``val/specificity``
+    ``HausdorffDistanceMetric(percentile=95)``, in mm when the batch images carry their affine as MONAI
+    ``MetaTensor`` (the datamodules' default), else in voxels), ``val/sensitivity``, ``val/specificity``
     (MONAI ``ConfusionMatrixMetric``), ``val/dice_<class>``, ... MONAI's cumulative metrics gather their
     buffers across DDP ranks before aggregation.
 
@@ -124,12 +144,16 @@ class SegmentationModule(MedfocalModule):
 
     def _evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> None:
         image, label = image_and_label(batch)
+        raw_image = batch["image"] if isinstance(batch, dict) else None
         logits = self(image)
         loss = self.loss(logits, label)
         self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True, batch_size=len(image))
         pred, target = self.discretise(logits, label)
-        for metric in self._stage_metrics(stage).values():
-            metric(y_pred=pred, y=target)
+        for name, metric in self._stage_metrics(stage).items():
+            if name == "hd95":
+                metric(y_pred=pred, y=target, spacing=voxel_spacing(raw_image))
+            else:
+                metric(y_pred=pred, y=target)
 
     def discretise(self, logits: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One-hot prediction and target ``(B, K, *spatial)`` for MONAI metrics.

@@ -123,3 +123,31 @@ def test_short_fit_with_dice_focal_loss_finds_the_lesions(make_trainer):
     after = trainer.callback_metrics
     assert float(after["val/loss"]) < 0.7 * before
     assert float(after["val/dice"]) > 0.5  # lesions are ~2.5 % of the pixels: chance Dice is ~0.05
+
+
+def test_validation_hd95_is_in_mm_for_images_with_an_affine():
+    """``val/hd95`` uses each image's voxel spacing (from the MetaTensor affine), as ``evaluate`` does."""
+    from monai.data import MetaTensor
+    from monai.metrics import compute_hausdorff_distance
+
+    class Fixed(torch.nn.Module):  # predicts a box shifted by 2 voxels along the first axis
+        def forward(self, x):
+            fg = torch.zeros_like(x)
+            fg[:, :, 6:10, 4:8] = 1.0
+            return torch.cat([-fg, fg], dim=1) * 5
+
+    module = SegmentationModule(Fixed(), CrossEntropy())
+    label = torch.zeros(2, 1, 16, 16)
+    label[:, :, 4:8, 4:8] = 1
+    affines = torch.stack([torch.diag(torch.tensor([3.0, 0.5, 1.0, 1.0])), torch.eye(4)])
+    image = MetaTensor(torch.zeros(2, 1, 16, 16), affine=affines)
+    module._evaluate({"image": image, "label": label}, "val")
+    hd = module._stage_metrics("val")["hd95"].aggregate()
+    pred, target = module.discretise(Fixed()(image.as_tensor()), label)
+    expected = compute_hausdorff_distance(pred, target, percentile=95.0, spacing=[[3.0, 0.5], [1.0, 1.0]])
+    torch.testing.assert_close(hd.float(), expected.mean(0).float())
+    assert expected[0, 0] == pytest.approx(6.0) and expected[1, 0] == pytest.approx(2.0)  # 2 voxels x 3 mm
+    # plain tensors: voxels
+    module._metrics.clear()
+    module._evaluate({"image": image.as_tensor(), "label": label}, "val")
+    assert module._stage_metrics("val")["hd95"].aggregate().item() == pytest.approx(2.0)
