@@ -566,6 +566,28 @@ DRIVE_EPOCHS = 40
 DRIVE_FOLDS = 4
 
 
+def _seg_module(
+    entry: tuple[str, str, dict[str, Any]], net: Any, roi: tuple[int, ...], sw_batch: int, epochs: int
+) -> tuple[str, Any]:
+    """``(label, SegmentationModule)`` for a loss table entry: AdamW lr 3e-3, cosine over ``epochs``."""
+    import torch
+
+    from medfocal import losses
+    from medfocal.tasks import SegmentationModule
+
+    label, registry_name, loss_kwargs = entry
+    module = SegmentationModule(
+        net,
+        losses.get(registry_name, activation="softmax", **loss_kwargs),
+        roi_size=roi,
+        sw_batch_size=sw_batch,
+        compute_hd95=False,
+        optimizer=functools.partial(torch.optim.AdamW, lr=3e-3, weight_decay=1e-4),
+        lr_scheduler=functools.partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=epochs),
+    )
+    return label, module
+
+
 class _HeldOutLayout(Layout):
     """DRIVE's 20 training images with one outer cross-validation fold tagged ``split="test"``.
 
@@ -600,11 +622,9 @@ def run_drive(
     from monai.metrics import compute_hausdorff_distance
     from sklearn.metrics import roc_auc_score
 
-    from medfocal import losses
     from medfocal.data import PairedFoldersLayout, PreprocessingSpec, SegmentationDataModule
     from medfocal.metrics import calibration_bins
     from medfocal.nets import create_model
-    from medfocal.tasks import SegmentationModule
     from medfocal.tasks.calibration import AdaFocalCalibration, TemperatureScaling
 
     _quiet()
@@ -639,17 +659,7 @@ def run_drive(
         "unet", spatial_dims=2, in_channels=3, out_channels=2, channels=(16, 32, 64, 128), strides=(2, 2, 2),
         num_res_units=1,
     )  # fmt: skip
-    label, registry_name, loss_kwargs = SEG_LOSSES[loss_name]
-    loss = losses.get(registry_name, activation="softmax", **loss_kwargs)
-    module = SegmentationModule(
-        net,
-        loss,
-        roi_size=(96, 96),
-        sw_batch_size=16,
-        compute_hd95=False,
-        optimizer=functools.partial(torch.optim.AdamW, lr=3e-3, weight_decay=1e-4),
-        lr_scheduler=functools.partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=epochs),
-    )
+    label, module = _seg_module(SEG_LOSSES[loss_name], net, (96, 96), 16, epochs)
     run_dir = work / f"drive_{loss_name}_f{fold}_s{seed}"
     checkpoint = pl.callbacks.ModelCheckpoint(
         dirpath=run_dir, filename="best", monitor=module.monitor, mode=module.monitor_mode, save_top_k=1
@@ -825,16 +835,12 @@ def drive_figure(records: list[dict[str, Any]], work: Path, out: Path) -> Path |
 BRATS_NAMES = ("background", "necrosis", "oedema", "non_enhancing", "enhancing")
 BRATS_REGIONS = {"whole tumour": (1, 2, 3, 4), "tumour core": (1, 3, 4), "enhancing": (4,)}
 BRATS_LOSSES: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "ce": ("Dice + CE (nnU-Net default)", "dice_ce", {"include_background": False}),
-    "focal": ("focal (gamma 2, alpha auto)", "focal", {"gamma": 2.0, "alpha": "auto"}),
+    **SEG_LOSSES,
     "preset": (
         "preset: focal + Dice (stroke_isles)",
         "dice_focal",
         {"gamma": 2.0, "include_background": False},
     ),
-    "automated": ("automated focal (Weber et al.)", "automated_focal", {}),
-    "flsd53": ("FLSD-53 (Mukhoti et al.)", "flsd53_focal", {}),
-    "adafocal": ("AdaFocal (Ghosh et al.)", "adafocal", {}),
 }
 BRATS_EPOCHS = 200  # 2 training volumes, 1 step of 2 x 4 patches per epoch
 BRATS_PUBLISHED = (
@@ -878,12 +884,10 @@ def run_brats(
     import torch
     from monai.metrics import compute_hausdorff_distance
 
-    from medfocal import losses
     from medfocal.data import CaseFoldersLayout, PreprocessingSpec, SegmentationDataModule
     from medfocal.inference import Predictor
     from medfocal.metrics import calibration_bins
     from medfocal.nets import create_model
-    from medfocal.tasks import SegmentationModule
     from medfocal.tasks.calibration import AdaFocalCalibration
 
     _quiet()
@@ -921,17 +925,7 @@ def run_brats(
         "unet", spatial_dims=3, in_channels=2, out_channels=5, channels=(16, 32, 64, 128), strides=(2, 2, 2),
         num_res_units=1,
     )  # fmt: skip
-    label, registry_name, loss_kwargs = BRATS_LOSSES[loss_name]
-    loss = losses.get(registry_name, activation="softmax", **loss_kwargs)
-    module = SegmentationModule(
-        net,
-        loss,
-        roi_size=(48, 48, 48),
-        sw_batch_size=4,
-        compute_hd95=False,
-        optimizer=functools.partial(torch.optim.AdamW, lr=3e-3, weight_decay=1e-4),
-        lr_scheduler=functools.partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=epochs),
-    )
+    label, module = _seg_module(BRATS_LOSSES[loss_name], net, (48, 48, 48), 4, epochs)
     run_dir = work / f"brats_{loss_name}_s{seed}"
     callbacks: list[Any] = []
     if loss_name == "adafocal":  # its per-bin gammas follow the validation calibration: the 2 scored cases
