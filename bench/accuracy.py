@@ -530,6 +530,10 @@ def write_report(records: list[dict[str, Any]], out: Path, work: Path, notes: st
             "",
             brats_table(records),
             "",
+            "IoU (Jaccard) per label and region:",
+            "",
+            brats_iou_table(records),
+            "",
             f"Published: {BRATS_PUBLISHED}.",
             "",
         ]
@@ -856,6 +860,11 @@ def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
     return float("nan") if total == 0 else 2.0 * float(np.logical_and(pred, truth).sum()) / total
 
 
+def _iou(pred: np.ndarray, truth: np.ndarray) -> float:
+    union = int(np.logical_or(pred, truth).sum())
+    return float("nan") if union == 0 else float(np.logical_and(pred, truth).sum()) / union
+
+
 def _hd95_mm(pred: np.ndarray, truth: np.ndarray, hausdorff: Any) -> float:
     """MONAI HD95 (1 mm voxels) on the bounding box of ``pred | truth`` padded by 2 voxels: the same
     surfaces and distances as on the whole volume, at a fraction of the distance-transform cost."""
@@ -967,10 +976,11 @@ def run_brats(
         row: dict[str, Any] = {"case": record["case"]}
         for k, name in enumerate(BRATS_NAMES[1:4], start=1):  # label 4 is the "enhancing" region
             row[f"dice_{name}"] = _dice(pred == k, truth == k)
+            row[f"iou_{name}"] = _iou(pred == k, truth == k)
         for region, labels_in in BRATS_REGIONS.items():
             p, t = np.isin(pred, labels_in), np.isin(truth, labels_in)
             row[f"dice_{region}"] = _dice(p, t)
-            row[f"iou_{region}"] = float(np.logical_and(p, t).sum() / max(1, np.logical_or(p, t).sum()))
+            row[f"iou_{region}"] = _iou(p, t)
             row[f"hd95_{region}"] = _hd95_mm(p, t, compute_hausdorff_distance)
         probs = torch.as_tensor(prediction.probabilities)[None].double()
         case_bins = calibration_bins(probs, torch.as_tensor(truth)[None], mask=torch.as_tensor(brain)[None])
@@ -1016,6 +1026,19 @@ def brats_table(records: list[dict[str, Any]]) -> str:
         cells += [_mean_std([r.get(k) for r in rs]) for k in keys]
         cells.append(f"{np.mean([r['fit_seconds'] for r in rs]):.0f}")
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def brats_iou_table(records: list[dict[str, Any]]) -> str:
+    rows = [r for r in records if r["dataset"] == "brats"]
+    keys = [f"iou_{n}" for n in BRATS_NAMES[1:4]] + [f"iou_{r}" for r in BRATS_REGIONS]
+    header = ["loss", *[f"IoU {k[4:]}" for k in keys]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name in BRATS_LOSSES:
+        rs = [r for r in rows if r["loss"] == name]
+        if rs:
+            cells = [BRATS_LOSSES[name][0], *[_mean_std([r.get(k) for r in rs]) for k in keys]]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
