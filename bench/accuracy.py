@@ -519,7 +519,8 @@ def write_report(records: list[dict[str, Any]], out: Path, work: Path, notes: st
             f"cases of `validation/` ({', '.join(example['eval_cases'])}); no model selection (the last of "
             f"{example['epochs']} epochs is kept) and no temperature scaling (there is no third set to fit "
             "it on). Resampled to 2 mm for the CPU budget, MONAI UNet (16-32-64-128, 1 residual unit), "
-            "48^3 patches drawn class-balanced (`crop: label_classes`, equal ratios), flips, AdamW lr 3e-3, "
+            "48^3 patches centred on background for half of them and on each tumour label equally for the "
+            "rest (`crop: label_classes`, ratios 4:1:1:1:1), flips, AdamW lr 3e-3, "
             "cosine. Inference with `medfocal.inference.Predictor` (sliding window, overlap 0.5), which "
             "returns the labels on the native 1 mm grid where they are scored: Dice per label and per "
             "composite region (whole tumour 1-4, tumour core 1+3+4, enhancing 4), HD95 in mm (MONAI), "
@@ -921,7 +922,7 @@ def run_brats(
         class_names=list(BRATS_NAMES),
         roi_size=[48, 48, 48],
         crop="label_classes",
-        class_ratios=[1.0, 1.0, 1.0, 1.0, 1.0],
+        class_ratios=[4.0, 1.0, 1.0, 1.0, 1.0],  # half the patches on background, the rest per tumour label
         num_samples=4,
         batch_size=2,
         val_batch_size=1,
