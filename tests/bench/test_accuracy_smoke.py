@@ -131,3 +131,5 @@ def test_cross_validated_mean_averages_folds_then_seeds():
     ]
     # seed means 0.3 and 0.7: mean 0.5, sample std 0.283
     assert module._cv_mean_std(rows, "x") == "0.500 ± 0.283"
+    # one seed: the spread over the folds
+    assert module._cv_mean_std(rows[:2], "x") == "0.300 ± 0.141"
