@@ -518,7 +518,8 @@ def write_report(records: list[dict[str, Any]], out: Path, work: Path, notes: st
             f"Trained on the {example['n_train']} cases of `train/`, scored once on the {example['n_eval']} "
             f"cases of `validation/` ({', '.join(example['eval_cases'])}); no model selection (the last of "
             f"{example['epochs']} epochs is kept) and no temperature scaling (there is no third set to fit "
-            "it on). Resampled to 2 mm for the CPU budget, MONAI UNet (16-32-64-128, 1 residual unit), "
+            "it on). Resampled to 2 mm for the CPU budget and cropped to the non-zero (brain) box "
+            "(`PreprocessingSpec(crop_foreground=True)`), MONAI UNet (16-32-64-128, 1 residual unit), "
             "48^3 patches centred on background for half of them and on each tumour label equally for the "
             "rest (`crop: label_classes`, ratios 4:1:1:1:1), flips, AdamW lr 3e-3, "
             "cosine. Inference with `medfocal.inference.Predictor` (sliding window, overlap 0.5), which "
@@ -917,8 +918,11 @@ def run_brats(
         val_root=str(base / "validation"),
         mask="brainmask.nii.gz",
     )
-    # the files are already z-scored inside the brain: no intensity step, only RAS + 2 mm for the CPU
-    spec = PreprocessingSpec(modality="generic", spatial_dims=3, orientation="RAS", spacing=(2.0, 2.0, 2.0))
+    # the files are already z-scored inside the brain: no intensity step, only RAS + 2 mm for the CPU,
+    # and a crop to the non-zero (skull-stripped brain) box so that background patches show brain, not air
+    spec = PreprocessingSpec(
+        modality="generic", spatial_dims=3, orientation="RAS", spacing=(2.0, 2.0, 2.0), crop_foreground=True
+    )
     dm = SegmentationDataModule(
         layout,
         preprocessing=spec,

@@ -239,3 +239,31 @@ def test_colour_jitter_only_for_rgb_like():
     rgb = names(PreprocessingSpec(modality="rgb"))
     grey = names(PreprocessingSpec(modality="grey"))
     assert rgb.count("RandScaleIntensityd") == 2 and grey.count("RandScaleIntensityd") == 1
+
+
+def test_crop_foreground_keeps_the_nonzero_box_of_any_channel_and_inverts(tmp_path):
+    """``crop_foreground``: the box of voxels non-zero in any channel (+ margin), label cropped alike;
+    ``Invertd`` pads back to the input grid with the values in place."""
+    flair = np.zeros((30, 28, 20), np.float32)
+    t1c = np.zeros_like(flair)
+    flair[8:15, 6:12, 4:9] = -1.5  # z-scored tissue can be negative: "non-zero", not "positive"
+    t1c[12:20, 10:18, 6:12] = 2.0
+    label = np.zeros_like(flair)
+    label[13:15, 10:12, 6:8] = 1
+    eye = np.diag([1.0, 1.0, 2.0, 1.0])
+    paths = [write_nifti(tmp_path / f"{n}.nii.gz", a, eye) for n, a in (("f", flair), ("t", t1c))]
+    lab = write_nifti(tmp_path / "seg.nii.gz", label, eye)
+    spec = PreprocessingSpec(crop_foreground=True, crop_margin=1)
+    assert PreprocessingSpec.from_dict(spec.to_dict()) == spec
+    transform = inference_transforms(spec, keys=("image", "label"))
+    item = transform({"image": [str(p) for p in paths], "label": str(lab)})
+    box = (slice(7, 21), slice(5, 19), slice(3, 13))  # union box [8:20, 6:18, 4:12] + 1 voxel
+    assert tuple(item["image"].shape) == (2, 14, 14, 10)
+    np.testing.assert_array_equal(item["image"][0].numpy(), flair[box])
+    np.testing.assert_array_equal(item["label"][0].numpy(), label[box])
+    # the affine follows the crop: the first voxel is now at (7, 5, 6 mm)
+    np.testing.assert_allclose(item["image"].affine[:3, 3].numpy(), [7.0, 5.0, 6.0])
+    item["pred"] = item["label"].clone()
+    inverted = Invertd(keys="pred", transform=transform, orig_keys="image", nearest_interp=True)(item)["pred"]
+    assert tuple(inverted.shape[1:]) == flair.shape
+    np.testing.assert_array_equal(inverted[0].numpy(), label)
