@@ -56,7 +56,11 @@ class _RegionFocalLoss(nn.Module):
             ignore_index=ignore_index,
             label_smoothing=label_smoothing,
             reduction=reduction,
-            include_background=include_background,
+            # softmax: the voxel-wise term always covers every class. Dropping class 0 there would give
+            # background voxels zero loss, and nothing but the region term (which saturates on patches
+            # without a class) would stop the net from calling normal tissue a lesion. MONAI's DiceCELoss
+            # and nnU-Net keep all classes in the CE term too. Sigmoid: channel 0 is dropped, as MONAI.
+            include_background=include_background or activation == "softmax",
         )
         self.activation = self.focal.activation
         self.ignore_index = ignore_index
@@ -139,7 +143,11 @@ class DiceFocalLoss(_RegionFocalLoss):
         weight: per-class weights: ``F.cross_entropy``-style in the focal term, multiplying each class's
             region loss (as MONAI's ``DiceLoss(weight=...)``) in the region term. Length C.
         ignore_index: target value excluded from both terms.
-        include_background: if False, class 0 is left out of both terms.
+        include_background: if False, class 0 is left out of the region term; with ``"sigmoid"`` also
+            of the focal term (channel 0 dropped, as MONAI). With ``"softmax"`` the focal term always
+            covers every voxel and class, as the CE term of MONAI's ``DiceCELoss`` and of nnU-Net: a
+            softmax focal term without class 0 gives background voxels zero loss, and the net then
+            over-calls the foreground classes.
         lambda_focal: weight of the focal term (>= 0).
         lambda_region: weight of the region term (>= 0).
         batch: pool the region statistics over the batch before the ratio (nnU-Net's batch Dice).

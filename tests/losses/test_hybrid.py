@@ -122,3 +122,31 @@ def test_retain_graph_twice_and_double_backward_refused():
     (g,) = torch.autograd.grad(value, x, create_graph=True)
     with pytest.raises(RuntimeError):
         torch.autograd.grad(g.sum(), x)
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_dice_ce_without_background_equals_monai(seg_shape, batch):
+    """``include_background=False`` leaves class 0 out of the Dice term only; the CE term covers every
+    voxel, as MONAI's ``DiceCELoss`` (and nnU-Net) do."""
+    x, t = rand_case(seg_shape)
+    ours = DiceCELoss(include_background=False, batch=batch)(x, t)
+    ref = MonaiDiceCELoss(softmax=True, to_onehot_y=True, include_background=False, batch=batch)(
+        x, t[:, None]
+    )
+    torch.testing.assert_close(ours, ref)
+
+
+@pytest.mark.parametrize("cls", [DiceFocalLoss, JaccardFocalLoss])
+def test_softmax_hybrids_supervise_background_voxels(cls, seg_shape):
+    """Softmax: the focal term of a hybrid without background still penalises a voxel of class 0 that is
+    called foreground (otherwise nothing stops the net from over-calling lesions)."""
+    x, t = rand_case(seg_shape)
+    hybrid = cls(include_background=False, lambda_region=0.0, gamma=2.0)
+    torch.testing.assert_close(hybrid(x, t), FocalLoss(gamma=2.0)(x, t))
+    background = t == 0
+    grad = torch.autograd.grad(hybrid(x, t), x)[0]
+    assert grad.movedim(1, -1)[background].abs().sum() > 0
+    # the sigmoid variant keeps MONAI's convention: channel 0 dropped from both terms
+    xs, ys = x.detach().clone().requires_grad_(), one_hot(t, seg_shape[1])
+    sig = cls(activation="sigmoid", include_background=False, lambda_region=0.0, gamma=2.0)
+    torch.testing.assert_close(sig(xs, ys), FocalLoss("sigmoid", gamma=2.0, include_background=False)(xs, ys))
