@@ -41,7 +41,7 @@ bench: setup
 	$(BIN)/python bench/inference.py
 
 bench-accuracy: setup
-	$(BIN)/python bench/accuracy.py
+	$(BIN)/python bench/accuracy.py --resume
 
 clean:
 	rm -rf $(VENV) medfocal_demo .pytest_cache .ruff_cache

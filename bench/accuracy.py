@@ -1,24 +1,30 @@
-"""Accuracy and calibration of focal-family losses against cross-entropy on real MedMNIST data.
+"""Accuracy and calibration of focal-family losses against cross-entropy / Dice+CE on real data.
 
-Trains through the real code paths (``medfocal.data.ClassificationDataModule`` on the official
-MedMNIST ``.npz`` splits, ``medfocal.nets`` ResNet-18, ``medfocal.losses``,
-``medfocal.tasks.ClassificationModule`` under a Lightning ``Trainer``), selects the epoch on the
-validation split (``ModelCheckpoint`` on the module's monitor, ``val/balanced_accuracy``), fits a
-temperature on validation (``medfocal.tasks.calibration.TemperatureScaling``) and evaluates once on
-the test split. Results: ``<out>/accuracy.md`` (tables, mean ± std over seeds, published MedMNIST v2
-figures beside them), ``<out>/accuracy_runs.jsonl`` (one line per run, appended, so interrupted
-benchmarks resume with ``--resume``) and one PNG per dataset (reliability diagrams, per-class recall).
+MedMNIST (RetinaMNIST, BreastMNIST, AdrenalMNIST3D): trains through the real code paths
+(``medfocal.data.ClassificationDataModule`` on the official ``.npz`` splits, ``medfocal.nets``
+ResNet-18, ``medfocal.losses``, ``medfocal.tasks.ClassificationModule`` under a Lightning ``Trainer``),
+selects the epoch on validation AUC, fits a temperature on validation
+(``medfocal.tasks.calibration.TemperatureScaling``) and evaluates once on the test split.
+DRIVE: 4-fold cross-validation, an inner validation set for selection and a temperature fitted inside
+the field of view, metrics inside the field of view. BraTS 2013: train on ``train/``, predict
+``validation/`` with ``medfocal.inference.Predictor`` and score on the native grid.
+
+Results: ``<out>/accuracy.md`` (tables, mean ± std, published figures beside them, the findings of
+``<out>/accuracy_notes.md``), ``<out>/accuracy_runs.jsonl`` (one line per run, appended, so interrupted
+benchmarks resume with ``--resume``) and one PNG per dataset.
 
 Usage::
 
-    python bench/accuracy.py                                   # all datasets, all losses, 3 seeds
+    python bench/accuracy.py --resume                          # everything (hours on a 2-core CPU)
     python bench/accuracy.py --datasets retinamnist breastmnist --losses ce focal --seeds 1
+    python bench/accuracy.py --datasets drive --seeds 1 --folds 0 1
     python bench/accuracy.py --smoke --out /tmp/acc            # one tiny epoch, < 60 s
-    python bench/accuracy.py --report-only                     # rebuild accuracy.md / PNGs from the jsonl
+    python bench/accuracy.py --report-only --work <work dir>   # rebuild accuracy.md / PNGs from the jsonl
 
-Data: ``$MEDFOCAL_DATA`` or ``<repo>/../shared/data`` (``medmnist/*.npz``); nothing is downloaded.
-CPU budget: one thread per process (``torch.set_num_threads(1)``; on a shared 2-core machine more
-threads were 10x slower), reduced-width ResNet-18 (see ``DATASETS``), a few epochs.
+Data: ``$MEDFOCAL_DATA`` or ``<repo>/../shared/data``; nothing is downloaded. CPU budget: one thread per
+process (``torch.set_num_threads(1)``; run two processes side by side on 2 cores), reduced-width
+networks, short schedules (see ``DATASETS``, ``DRIVE_EPOCHS``, ``BRATS_EPOCHS``). The reliability
+diagrams need the raw test outputs kept in ``--work`` (default: a temp dir).
 """
 
 from __future__ import annotations
