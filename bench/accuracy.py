@@ -260,17 +260,12 @@ def run_one(
     callbacks: list[Any] = [scaling, checkpoint]
     if loss_name == "adafocal":
         callbacks.append(AdaFocalCalibration())
-    trainer = pl.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        devices=1,
-        logger=pl.loggers.CSVLogger(run_dir, name="logs"),
-        callbacks=callbacks,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+    trainer = _cpu_trainer(
+        run_dir,
+        epochs,
+        callbacks,
         log_every_n_steps=5,
         limit_train_batches=2 if smoke else None,
-        num_sanity_val_steps=0,
     )
     start = time.perf_counter()
     trainer.fit(module, datamodule=dm)
@@ -312,6 +307,23 @@ def run_one(
         record["final_gamma"] = float(gamma)
     np.savez_compressed(run_dir / "test_outputs.npz", logits=logits.numpy(), labels=labels.numpy())
     return record
+
+
+def _cpu_trainer(run_dir: Path, epochs: int, callbacks: list[Any], **kwargs: Any) -> Any:
+    """A quiet single-device CPU ``Trainer`` logging to ``<run_dir>/logs`` (CSV)."""
+    import pytorch_lightning as pl
+
+    return pl.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=pl.loggers.CSVLogger(run_dir, name="logs"),
+        callbacks=callbacks,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        **kwargs,
+    )
 
 
 def _best_epoch(checkpoint: Any) -> int | None:
@@ -680,17 +692,12 @@ def run_drive(
     callbacks: list[Any] = [scaling, checkpoint]
     if loss_name == "adafocal":
         callbacks.append(AdaFocalCalibration(max_voxels_per_batch=50_000, mask_key="fov"))
-    trainer = pl.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        devices=1,
-        logger=pl.loggers.CSVLogger(run_dir, name="logs"),
-        callbacks=callbacks,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+    trainer = _cpu_trainer(
+        run_dir,
+        epochs,
+        callbacks,
         log_every_n_steps=2,
         check_val_every_n_epoch=5,
-        num_sanity_val_steps=0,
     )
     start = time.perf_counter()
     trainer.fit(module, datamodule=dm)
@@ -953,19 +960,14 @@ def run_brats(
     callbacks: list[Any] = []
     if loss_name == "adafocal":  # its per-bin gammas follow the validation calibration: the 2 scored cases
         callbacks.append(AdaFocalCalibration(max_voxels_per_batch=50_000))
-    trainer = pl.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        devices=1,
-        logger=pl.loggers.CSVLogger(run_dir, name="logs"),
-        callbacks=callbacks,
+    trainer = _cpu_trainer(
+        run_dir,
+        epochs,
+        callbacks,
         enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         log_every_n_steps=5,
         check_val_every_n_epoch=50 if loss_name == "adafocal" else 10_000,
         limit_val_batches=1.0 if loss_name == "adafocal" else 0,
-        num_sanity_val_steps=0,
     )
     start = time.perf_counter()
     trainer.fit(module, datamodule=dm)
