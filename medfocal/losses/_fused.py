@@ -1,6 +1,6 @@
 """Fused softmax focal + region loss for class-index targets (the common segmentation case).
 
-One ``softmax`` pass, one ``gather`` of ``p_t``, region statistics by ``scatter_add`` (no one-hot), and the
+One ``softmax`` pass, one ``gather`` of ``p_t``, region statistics by per-class sums (no one-hot), and the
 gradient with respect to the logits written analytically:
 
 .. math::
@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from medfocal.losses.region import RegionStats
+from medfocal.losses.region import RegionStats, class_sums
 
 # p_t below this (float32) has lost relative precision in softmax: use the exact log-sum-exp value.
 _UNDERFLOW = {torch.float32: 1e-30, torch.float64: 1e-300}
@@ -173,7 +173,7 @@ def _focal_value_and_grad(
 
 
 def _index_stats(p: Tensor, p_t: Tensor, idx: Tensor, valid: Tensor | None) -> RegionStats:
-    """TP, sum p and sum y per (batch, class) by ``scatter_add`` of ``p_t`` (no one-hot)."""
+    """TP, sum p and sum y per (batch, class) by per-class sums of ``p_t`` (no one-hot)."""
     b, c = p.shape[:2]
     flat_p = p.reshape(b, c, -1)
     pt = p_t.reshape(b, -1)
@@ -184,8 +184,8 @@ def _index_stats(p: Tensor, p_t: Tensor, idx: Tensor, valid: Tensor | None) -> R
         q = valid.reshape(b, -1)
         sum_p = torch.bmm(flat_p, q.unsqueeze(-1)).squeeze(-1)
         pt, ones = pt * q, q
-    zeros = p.new_zeros(b, c)
-    return RegionStats(zeros.scatter_add(1, idx, pt), sum_p, zeros.scatter_add(1, idx, ones))
+    tp, sum_y = class_sums(idx, (pt, ones), c)
+    return RegionStats(tp, sum_p, sum_y)
 
 
 def _grad_logits_(p: Tensor, idx1: Tensor, h: Tensor, s_bc: Tensor | None, valid: Tensor | None) -> Tensor:

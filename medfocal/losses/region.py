@@ -2,11 +2,13 @@
 
 :func:`soft_region_stats` computes ``TP``, ``sum p`` and ``sum y`` per (batch, class) once; every region
 index is then a small ``(B, C)`` expression. For softmax with class indices the true-positive sum is a
-``scatter_add`` of ``p_t`` (already gathered for the focal term), so no one-hot is materialised.
+per-class sum of ``p_t`` (already gathered for the focal term, see :func:`class_sums`), so no one-hot is
+materialised.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -14,6 +16,7 @@ from torch import Tensor
 
 __all__ = [
     "RegionStats",
+    "class_sums",
     "dice_loss",
     "focal_tversky_loss",
     "jaccard_loss",
@@ -51,6 +54,41 @@ class RegionStats:
 
     def drop_background(self) -> RegionStats:
         return RegionStats(self.tp[..., 1:], self.sum_p[..., 1:], self.sum_y[..., 1:])
+
+
+# Up to this many classes a CUDA tensor is summed class by class (see class_sums).
+_MASKED_MAX_CLASSES = 32
+
+
+def class_sums(
+    index: Tensor, values: Sequence[Tensor], num_classes: int, method: str | None = None
+) -> list[Tensor]:
+    """Per (batch, class) sums of each of ``values`` over the voxels whose label is that class.
+
+    Args:
+        index: ``(B, N)`` long class indices in ``[0, num_classes)``.
+        values: ``(B, N)`` tensors (an expanded scalar counts voxels).
+        method: ``"scatter"`` (one ``scatter_add`` pass; CPU), ``"masked"`` (a masked sum per class) or
+            None: masked on CUDA for up to 32 classes, else scatter. On a GPU, ``scatter_add`` of millions
+            of voxels into ``B * C`` addresses serialises on atomics: 16x slower than the masked sums for
+            a (2, 4, 160, 160, 160) batch on an H200 (``bench/losses.py``).
+
+    Returns:
+        one ``(B, num_classes)`` tensor per entry of ``values``.
+    """
+    if method is None:
+        method = "masked" if index.is_cuda and num_classes <= _MASKED_MAX_CLASSES else "scatter"
+    b = index.shape[0]
+    if method == "scatter":
+        return [v.new_zeros(b, num_classes).scatter_add(1, index, v) for v in values]
+    if method != "masked":
+        raise ValueError(f"method: expected 'scatter', 'masked' or None, got {method!r}")
+    sums: list[list[Tensor]] = [[] for _ in values]
+    for k in range(num_classes):
+        mask = index == k
+        for acc, v in zip(sums, values):
+            acc.append(torch.where(mask, v, 0).sum(-1))
+    return [torch.stack(acc, 1) for acc in sums]
 
 
 def soft_region_stats(
@@ -92,9 +130,7 @@ def soft_region_stats(
     ones = torch.ones_like(p_t) if valid is None else valid.reshape(b, -1)
     if valid is not None:
         p_t = p_t * ones
-    zeros = probs.new_zeros(b, c)
-    tp = zeros.scatter_add(1, idx, p_t)
-    sum_y = zeros.scatter_add(1, idx, ones)
+    tp, sum_y = class_sums(idx, (p_t, ones), c)
     return RegionStats(tp, sum_p, sum_y)
 
 

@@ -8,7 +8,7 @@ from _losses_ref import one_hot, rand_case, soft_dice_ref
 from monai.losses import DiceLoss, TverskyLoss
 
 from medfocal.losses import DiceFocalLoss, FocalTverskyLoss, JaccardFocalLoss, TverskyFocalLoss
-from medfocal.losses.region import RegionStats, focal_tversky_loss, soft_region_stats
+from medfocal.losses.region import RegionStats, class_sums, focal_tversky_loss, soft_region_stats
 
 
 def region_only(cls, **kw):
@@ -101,3 +101,50 @@ def test_focal_tversky_gamma1_is_tversky(seg_shape):
     a = FocalTverskyLoss(gamma=1.0)(x, t)
     b = region_only(TverskyFocalLoss)(x, t)
     torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("method", ["scatter", "masked"])
+def test_class_sums_against_one_hot(method):
+    g = torch.Generator().manual_seed(3)
+    index = torch.randint(0, 4, (2, 500), generator=g)
+    index[1, :] = torch.where(index[1] == 2, 0, index[1])  # class 2 absent from the second case
+    values = torch.rand((2, 500), generator=g, dtype=torch.float64, requires_grad=True)
+    ones = torch.ones((), dtype=torch.float64).expand_as(values)
+    y = one_hot(index, 4)  # (B, C, N)
+    tp, count = class_sums(index, (values, ones), 4, method=method)
+    torch.testing.assert_close(tp, (y * values.unsqueeze(1)).sum(-1))
+    torch.testing.assert_close(count, y.sum(-1).double())
+    assert count[1, 2] == 0
+    # gradient of a weighted sum: each voxel receives the weight of its own class
+    w = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
+    (grad,) = torch.autograd.grad((tp * w).sum(), values)
+    torch.testing.assert_close(grad, w[index].expand_as(grad))
+
+
+def test_class_sums_rejects_unknown_method():
+    with pytest.raises(ValueError, match="method"):
+        class_sums(torch.zeros((1, 3), dtype=torch.long), (torch.ones(1, 3),), 2, method="bincount")
+
+
+@pytest.mark.parametrize("ignore", [False, True])
+@pytest.mark.parametrize("cls", [DiceFocalLoss, JaccardFocalLoss, FocalTverskyLoss])
+def test_masked_class_sums_give_the_same_loss_and_gradient(monkeypatch, cls, ignore):
+    # the CUDA path (masked per-class sums) against the CPU one (scatter_add), forced here on the CPU
+    import functools
+
+    import medfocal.losses._fused as fused
+    import medfocal.losses.region as region
+
+    x, t = rand_case((2, 3, 9, 8, 7), dtype=torch.float64)
+    if ignore:
+        t.view(-1)[::5] = 255
+    loss = cls(activation="softmax", ignore_index=255 if ignore else None)
+    results = []
+    for method in ("scatter", "masked"):
+        forced = functools.partial(region.class_sums, method=method)
+        monkeypatch.setattr(fused, "class_sums", forced)
+        monkeypatch.setattr(region, "class_sums", forced)
+        xi = x.detach().clone().requires_grad_()
+        value = loss(xi, t)
+        results.append((value, *torch.autograd.grad(value, xi)))
+    torch.testing.assert_close(results[0], results[1])
