@@ -39,3 +39,21 @@ def test_missing_config_file_is_an_argument_error(tmp_path, monkeypatch, capsys)
     assert main(["fit", "--config", "does_not_exist.yaml"]) == 2
     assert "does_not_exist.yaml" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_second_config_sets_a_nested_value_to_null(tmp_path, monkeypatch, capsys):
+    # jsonargparse rejects `--data.init_args.preprocessing.spacing=null` (two classes deep); the README
+    # documents this override file instead
+    import yaml
+
+    from medfocal.demo import find_config
+
+    override = tmp_path / "native_grid.yaml"
+    override.write_text("data:\n  init_args:\n    preprocessing:\n      spacing: null\n")
+    monkeypatch.chdir(tmp_path)
+    preset = str(find_config("stroke_isles.yaml"))
+    assert main(["fit", "--config", preset, "--config", str(override), "--print_config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    preprocessing = printed["data"]["init_args"]["preprocessing"]
+    assert preprocessing["spacing"] is None
+    assert preprocessing["modality"] == "mri"  # the rest of the preset is kept
