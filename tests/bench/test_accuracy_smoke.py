@@ -133,3 +133,24 @@ def test_cross_validated_mean_averages_folds_then_seeds():
     assert module._cv_mean_std(rows, "x") == "0.500 ± 0.283"
     # one seed: the spread over the folds
     assert module._cv_mean_std(rows[:2], "x") == "0.300 ± 0.141"
+
+
+def test_sweep_table_chooses_on_validation_not_test():
+    module = _bench()
+
+    def record(config, seed, val, acc):
+        return {"dataset": "breastmnist", "config": config, "seed": seed, "val_score": val, "accuracy": acc,
+                "auroc": acc, "fit_seconds": 10.0, "epochs": 30, "best_epoch": 7}  # fmt: skip
+
+    records = [
+        record("base", 0, 0.90, 0.95),  # best on test, worse on validation
+        record("base", 1, 0.92, 0.93),
+        record("w05", 0, 0.95, 0.80),
+        record("w05", 1, 0.97, 0.82),
+    ]
+    table = module.sweep_table(records, "breastmnist")
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in table.splitlines()[2:]}
+    chosen = [label for label, line in rows.items() if "chosen on validation" in line]
+    assert chosen == [module.SWEEPS["breastmnist"]["w05"][0] + " **(chosen on validation)**"]
+    assert "0.960 ± 0.014" in rows[chosen[0]]  # mean ± sample std of the validation AUC
+    assert module.sweep_table(records, "retinamnist") is None  # no sweep records for that dataset
