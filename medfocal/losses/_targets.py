@@ -129,12 +129,12 @@ def normalise_target(
         index = index.masked_fill(~valid, 0)
     n_labels = max(c, 2)  # a single sigmoid channel takes labels 0 and 1
     if index.numel():
-        lo, hi = torch.aminmax(index)
+        lo, hi = torch.stack(torch.aminmax(index)).tolist()  # one device sync for both bounds
         if lo < 0 or hi >= n_labels:
             raise ValueError(
                 f"target: class indices must lie in [0, {n_labels - 1}] for logits with C={c}"
                 f"{'' if ignore_index is None else f' (or equal ignore_index={ignore_index})'}, "
-                f"got values in [{int(lo)}, {int(hi)}]"
+                f"got values in [{lo}, {hi}]"
             )
     if activation == "softmax":
         return Target(index=index, dense=None, valid=valid, num_classes=c)
