@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 # subcommand -> ("module:function", one-line help); each function takes argv and returns an exit code
 EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
@@ -45,8 +46,47 @@ def _top_level_help() -> str:
         lines.append(f"  {name:<11} {text}")
     for name, (_, text) in EXTRA_COMMANDS.items():
         lines.append(f"  {name:<11} {text}")
-    lines += ["", "example: medfocal fit --config configs/stroke_isles.yaml --trainer.max_epochs=50"]
+    lines += [
+        "",
+        "example: medfocal fit --config configs/stroke_isles.yaml --trainer.max_epochs=50",
+        "         (a preset can be named without its folder: --config stroke_isles)",
+    ]
     return "\n".join(lines)
+
+
+def expand_presets(args: list[str]) -> list[str]:
+    """Replace ``--config NAME`` / ``-c NAME`` / ``--config=NAME`` by the preset's path.
+
+    Only when ``NAME`` is not an existing file and a preset ``configs/NAME`` or ``configs/NAME.yaml``
+    exists (in the clone, or installed with the package): ``--config stroke_isles`` works from any
+    folder. Anything else is left for the parser to accept or reject.
+    """
+    from medfocal.demo import find_config
+
+    def preset(value: str) -> str:
+        if Path(value).exists():
+            return value
+        for name in (value, f"{value}.yaml"):
+            try:
+                return str(find_config(name))
+            except FileNotFoundError:
+                continue
+        return value
+
+    out: list[str] = []
+    take_next = False
+    for arg in args:
+        if take_next:
+            out.append(preset(arg))
+            take_next = False
+        elif arg in ("--config", "-c"):
+            out.append(arg)
+            take_next = True
+        elif arg.startswith("--config="):
+            out.append("--config=" + preset(arg.split("=", 1)[1]))
+        else:
+            out.append(arg)
+    return out
 
 
 def _resolve(target: str):
@@ -65,10 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(__version__)
         return 0
+    if args[0] == "check-data":
+        args = expand_presets(args)
     if args[0] in EXTRA_COMMANDS:
         return int(_resolve(EXTRA_COMMANDS[args[0]][0])(args[1:]) or 0)
     if args[0] in LIGHTNING_COMMANDS:
-        return lightning_main(args)
+        return lightning_main(expand_presets(args))
     print(f"medfocal: unknown command {args[0]!r}\n\n{_top_level_help()}", file=sys.stderr)
     return 2
 

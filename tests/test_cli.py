@@ -57,3 +57,31 @@ def test_a_second_config_sets_a_nested_value_to_null(tmp_path, monkeypatch, caps
     preprocessing = printed["data"]["init_args"]["preprocessing"]
     assert preprocessing["spacing"] is None
     assert preprocessing["modality"] == "mri"  # the rest of the preset is kept
+
+
+def test_presets_can_be_named_without_their_folder(tmp_path, monkeypatch):
+    from medfocal.cli import expand_presets
+    from medfocal.demo import find_config
+
+    monkeypatch.chdir(tmp_path)  # no configs/ here: the names resolve to the package's presets
+    stroke, amp = str(find_config("stroke_isles.yaml")), str(find_config("common/amp.yaml"))
+    assert expand_presets(["fit", "--config", "stroke_isles", "-c", "common/amp.yaml"]) == [
+        "fit", "--config", stroke, "-c", amp,
+    ]  # fmt: skip
+    assert expand_presets(["fit", "--config=stroke_isles.yaml"]) == ["fit", f"--config={stroke}"]
+    # an existing file wins over a preset of the same name; unknown names are left to the parser
+    (tmp_path / "stroke_isles").write_text("seed_everything: 3\n")
+    assert expand_presets(["fit", "--config", "stroke_isles"]) == ["fit", "--config", "stroke_isles"]
+    assert expand_presets(["fit", "--config", "nope", "--trainer.max_epochs=2"]) == [
+        "fit", "--config", "nope", "--trainer.max_epochs=2",
+    ]  # fmt: skip
+
+
+def test_fit_accepts_a_preset_name(tmp_path, monkeypatch, capsys):
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "--config", "stroke_isles", "--trainer.max_epochs=7", "--print_config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["init_args"]["model"]["class_path"] == "medfocal.nets.DenseUNet"
+    assert printed["trainer"]["max_epochs"] == 7
