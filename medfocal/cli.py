@@ -61,7 +61,7 @@ def expand_presets(args: list[str]) -> list[str]:
     exists (in the clone, or installed with the package): ``--config stroke_isles`` works from any
     folder. Anything else is left for the parser to accept or reject.
     """
-    from medfocal.demo import find_config
+    from medfocal.presets import find_config
 
     def preset(value: str) -> str:
         if Path(value).exists():

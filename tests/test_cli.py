@@ -46,7 +46,7 @@ def test_a_second_config_sets_a_nested_value_to_null(tmp_path, monkeypatch, caps
     # documents this override file instead
     import yaml
 
-    from medfocal.demo import find_config
+    from medfocal.presets import find_config
 
     override = tmp_path / "native_grid.yaml"
     override.write_text("data:\n  init_args:\n    preprocessing:\n      spacing: null\n")
@@ -61,7 +61,7 @@ def test_a_second_config_sets_a_nested_value_to_null(tmp_path, monkeypatch, caps
 
 def test_presets_can_be_named_without_their_folder(tmp_path, monkeypatch):
     from medfocal.cli import expand_presets
-    from medfocal.demo import find_config
+    from medfocal.presets import find_config
 
     monkeypatch.chdir(tmp_path)  # no configs/ here: the names resolve to the package's presets
     stroke, amp = str(find_config("stroke_isles.yaml")), str(find_config("common/amp.yaml"))
