@@ -10,9 +10,9 @@ def test_find_config_reads_the_clone_first(tmp_path, monkeypatch):
 
     installed = tmp_path / "site" / "medfocal" / "configs"
     installed.mkdir(parents=True)
-    (installed / "presets.yaml").write_text("seed_everything: 1\n")
+    (installed / "demo.yaml").write_text("seed_everything: 1\n")
     monkeypatch.setattr(presets, "_installed_configs", lambda: installed)
-    assert presets.find_config() == presets._REPO / "configs" / "presets.yaml"
+    assert presets.find_config() == presets._REPO / "configs" / "demo.yaml"
     assert presets.find_config("common/amp.yaml") == presets._REPO / "configs" / "common" / "amp.yaml"
 
 
@@ -22,12 +22,12 @@ def test_find_config_falls_back_to_the_presets_in_the_wheel(tmp_path, monkeypatc
 
     installed = tmp_path / "site" / "medfocal" / "configs"
     (installed / "common").mkdir(parents=True)
-    (installed / "presets.yaml").write_text("seed_everything: 1\n")
+    (installed / "demo.yaml").write_text("seed_everything: 1\n")
     (installed / "stroke_isles.yaml").write_text("seed_everything: 2\n")
     (installed / "common" / "amp.yaml").write_text("trainer: {precision: 16-mixed}\n")
     monkeypatch.setattr(presets, "_REPO", tmp_path / "no_clone")
     monkeypatch.setattr(presets, "_installed_configs", lambda: installed)
-    assert presets.find_config() == installed / "presets.yaml"
+    assert presets.find_config() == installed / "demo.yaml"
     assert presets.find_config("common/amp.yaml") == installed / "common" / "amp.yaml"
     with pytest.raises(
         FileNotFoundError, match=r"nope\.yaml: preset not found.*demo\.yaml, stroke_isles\.yaml"
