@@ -9,7 +9,8 @@ Three parts, on one device (``--device cuda`` on a GPU machine; CPU autocast wor
    everything is finite. Where torchvision is importable, ``FocalLoss(activation="sigmoid")`` is also
    compared with ``torchvision.ops.sigmoid_focal_loss`` (alpha 0.25, gamma 2) in both precisions. On a
    GPU, every loss is also compared with the CPU in float64 (the GPU takes its own code paths).
-2. **Training.** A 3D U-Net (MONAI) trained ``--steps`` steps on a generated lesion batch per loss with
+2. **Training.** A 3D U-Net (MONAI) trained ``--steps`` steps on a generated lesion batch
+   (``medfocal.synthetic``) per loss with
    ``torch.amp.GradScaler`` under float16 autocast, beside the same run in float32: steps the scaler
    skipped (inf/NaN gradients), and the final loss in each precision.
 3. **Speed.** Forward + backward of that U-Net + ``DiceFocalLoss`` on a (2, 1, 96, 96, 96) batch, float32
@@ -24,10 +25,12 @@ import argparse
 import statistics
 import time
 
+import numpy as np
 import torch
 
 import medfocal.losses as L
 from medfocal.nets import UNet
+from medfocal.synthetic import synthetic_lesion_volume
 
 SCALES = (1.0, 10.0, 40.0)
 
@@ -124,18 +127,12 @@ def agreement(device: str) -> bool:
 
 
 def lesion_batch(device: str, size: int = 48, seed: int = 0):
-    """Two volumes with 1-3 small bright ellipsoid lesions each (about 1% foreground), and labels."""
-    g = torch.Generator().manual_seed(seed)
-    grid = torch.stack(torch.meshgrid(*[torch.arange(size, dtype=torch.float32)] * 3, indexing="ij"))
-    image = torch.randn((2, 1, size, size, size), generator=g) * 0.5
-    label = torch.zeros((2, size, size, size), dtype=torch.long)
-    for b in range(2):
-        for _ in range(int(torch.randint(1, 4, (1,), generator=g))):
-            centre = torch.randint(8, size - 8, (3,), generator=g).float().view(3, 1, 1, 1)
-            radius = 2 + 3 * torch.rand(3, generator=g).view(3, 1, 1, 1)
-            inside = (((grid - centre) / radius) ** 2).sum(0) <= 1
-            label[b][inside] = 1
-            image[b, 0][inside] += 1.5
+    """Two generated MRI-like volumes with small lesions (``medfocal.synthetic``), z-scored, and labels."""
+    rng = np.random.default_rng(seed)
+    cases = [synthetic_lesion_volume((size, size, size), (1.0, 1.0, 1.0), rng) for _ in range(2)]
+    image = torch.from_numpy(np.stack([img[..., 0] for img, _ in cases]))[:, None]
+    image = (image - image.mean()) / image.std()
+    label = torch.from_numpy(np.stack([lab for _, lab in cases]).astype(np.int64))
     return image.to(device), label.to(device)
 
 
