@@ -57,7 +57,9 @@ def _classification() -> tuple[nn.Module, nn.Module, torch.Tensor, torch.Tensor]
     from medfocal.nets import create_model
 
     torch.manual_seed(0)
-    net = create_model("resnet18", spatial_dims=2, in_channels=3, out_channels=5, conv1_t_size=3, no_max_pool=True)
+    net = create_model(
+        "resnet18", spatial_dims=2, in_channels=3, out_channels=5, conv1_t_size=3, no_max_pool=True
+    )
     loss = FocalLoss(activation="softmax", gamma=2.0)
     x = torch.randn(32, 3, 28, 28)
     y = torch.randint(0, 5, (32,))
