@@ -49,6 +49,7 @@ def lesion_isic(root: Path) -> list[str]:
 def stroke_isles(root: Path) -> list[str]:
     return [
         *_decathlon(root, n_channels=3),
+        "--data.init_args.roi_size=[32,32,16]",  # strided stem + 4 levels: sizes divisible by 16
         "--model.init_args.model.init_args.init_features=4",
         "--model.init_args.model.init_args.growth_rate=4",
         "--data.init_args.batch_size=1",

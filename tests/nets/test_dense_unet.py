@@ -43,3 +43,17 @@ def test_default_3d_runs_on_a_small_patch():
     net = DenseUNet(spatial_dims=3, in_channels=2, out_channels=2)
     with torch.no_grad():
         assert net.eval()(torch.randn(1, 2, 16, 16, 16)).shape == (1, 2, 16, 16, 16)
+
+
+def test_strided_stem_runs_no_block_at_full_resolution():
+    """stem_stride=2: every dense/decoder block sees half the input size; the logits are full size."""
+    net = DenseUNet(spatial_dims=3, block_config=(1, 1), init_features=4, growth_rate=2, stem_stride=2)
+    seen: list[tuple[int, ...]] = []
+    for block in [*net.encoder, *net.decoder]:
+        block.register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape[2:])))
+    assert net(torch.randn(1, 1, 16, 16, 8)).shape == (1, 2, 16, 16, 8)
+    assert max(seen) == (8, 8, 4)
+    with pytest.raises(ValueError, match=r"divisible by 4, got \(16, 16, 6\)"):
+        net(torch.randn(1, 1, 16, 16, 6))
+    with pytest.raises(ValueError, match="stem_stride must be 1 or 2, got 3"):
+        DenseUNet(stem_stride=3)
