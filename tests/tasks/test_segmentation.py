@@ -6,6 +6,7 @@ import pytest
 import torch
 from tasks_standins import BlobSegmentationData, CrossEntropy
 
+import medfocal
 from medfocal.nets import UNet, build_model
 from medfocal.tasks import SegmentationModule
 
@@ -23,7 +24,7 @@ def test_checkpoint_is_self_describing_and_weights_only(make_trainer, tmp_path):
     ckpt = torch.load(path, weights_only=True, map_location="cpu")
     meta = ckpt["medfocal"]
     assert meta == {
-        "format_version": 1,
+        "format_version": 2,
         "task": "segmentation",
         "model": meta["model"],
         "activation": "softmax",
@@ -34,7 +35,12 @@ def test_checkpoint_is_self_describing_and_weights_only(make_trainer, tmp_path):
         "roi_size": None,
         "preprocessing": {"modality": "generic", "spatial_dims": 2},
         "temperature": 1.0,
+        "loss_alpha": {},
+        "training_data": {"datamodule": "tasks_standins.BlobSegmentationData"},
+        "task_options": {},
+        "medfocal_version": medfocal.__version__,
     }
+    assert "temperature" not in ckpt["state_dict"]  # the card holds the only copy
     rebuilt = build_model(meta["model"])
     weights = {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     rebuilt.load_state_dict(weights)
@@ -87,10 +93,10 @@ def test_predict_divides_logits_by_temperature():
     x = torch.randn(1, 1, 16, 16)
     with torch.no_grad():
         logits = module(x)
-        module.temperature.fill_(2.0)
+        module.temperature = 2.0
         probs = module.predict_step({"image": x}, 0)
     torch.testing.assert_close(probs, torch.softmax(logits / 2.0, dim=1))
-    assert "temperature" in module.state_dict()
+    assert "temperature" not in module.state_dict()  # stored in the model card only
 
 
 @pytest.mark.parametrize(
