@@ -165,7 +165,7 @@ class ModelCard:
         Raises:
             ValueError: not a dict, a newer format, unknown keys, an unregistered task, bad values.
         """
-        from medfocal.tasks.registry import task_names
+        from medfocal.tasks.registry import get_task
 
         where = _where(path)
         if not isinstance(data, Mapping):
@@ -184,8 +184,10 @@ class ModelCard:
         task = data.get("task")
         if task is None:
             raise ValueError(f"{where}: checkpoint['{CARD_KEY}'] lacks (or has null) ['task']")
-        if str(task) not in task_names():
-            raise ValueError(f"{where}: task must be one of {sorted(task_names())}, got {task!r}")
+        try:
+            get_task(str(task))
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
         try:
             card = cls(
                 task=str(task),

@@ -10,9 +10,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from medfocal.metrics import calibration_bins, expected_calibration_error
 from medfocal.card import ModelCard
-from medfocal.tasks.calibration import AdaFocalCalibration, TemperatureScaling, collect_logits, fit_temperature
+from medfocal.metrics import calibration_bins, expected_calibration_error
+from medfocal.tasks.calibration import (
+    AdaFocalCalibration,
+    TemperatureScaling,
+    collect_logits,
+    fit_temperature,
+)
 
 
 # ----------------------------------------------------------------------------- callbacks on a stub module
@@ -301,3 +306,51 @@ def test_temperature_scaling_mask_key_fits_inside_the_mask(tmp_path):
         assert scaling.results["n_samples"] == (int(inside.sum()) if key else n * side * side)
     assert fitted["fov"] == pytest.approx(expected, rel=1e-4)
     assert fitted[None] == pytest.approx(whole, rel=1e-4)
+
+
+class _CountingNet(nn.Module):
+    """A conv that counts its forward passes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.conv(x)
+
+
+def test_adafocal_validation_runs_the_network_once_per_batch(make_trainer):
+    """The callback bins the logits ``validation_step`` returns: no second forward pass per batch."""
+    from tasks_standins import BlobSegmentationData
+
+    from medfocal.losses import AdaFocalLoss
+    from medfocal.tasks import SegmentationModule
+
+    data = BlobSegmentationData(n=8, shape=(16, 16), batch_size=4)
+    net, loss = _CountingNet(), AdaFocalLoss(n_bins=5)
+    module = SegmentationModule(net, loss, compute_hd95=False)
+    make_trainer(callbacks=[AdaFocalCalibration()]).validate(module, data)
+    assert net.calls == 2  # two validation batches, one pass each
+
+    # and the update is the AdaFocal rule on the bins of exactly those logits
+    module.eval()
+    with torch.no_grad():
+        probs = torch.softmax(module(data.data.images), dim=1)
+    bins = calibration_bins(probs, data.data.labels.long(), 5)
+    gap = torch.nan_to_num(bins.bin_confidence() - bins.bin_accuracy(), nan=0.0).float()
+    torch.testing.assert_close(loss.gammas, torch.exp(gap).clamp(0.0, 20.0))
+
+
+def test_adafocal_needs_the_logits_of_validation_step(make_trainer):
+    class _Silent(_StubModule):
+        def validation_step(self, batch, batch_idx):
+            self.log("val_loss", torch.tensor(0.0))
+
+    trainer = make_trainer(callbacks=[AdaFocalCalibration()], limit_val_batches=1)
+    with pytest.raises(
+        ValueError, match=r"_Silent\.validation_step must return a dict with the batch's 'logits'"
+    ):
+        trainer.validate(_Silent(loss=_RecordingAdaFocal()), datamodule=_DM())

@@ -157,3 +157,29 @@ def test_validation_hd95_is_in_mm_for_images_with_an_affine():
     module._metrics.clear()
     module._evaluate({"image": image.as_tensor(), "label": label}, "val")
     assert module._stage_metrics("val")["hd95"].aggregate().item() == pytest.approx(2.0)
+
+
+def test_2d_roi_of_the_data_is_the_window_of_validation_and_inference(make_trainer, tmp_path):
+    """A 2D preset with ``roi_size`` only on the data validates with the sliding window inference uses."""
+    from medfocal.inference import Predictor, read_checkpoint
+
+    torch.manual_seed(0)
+    data = BlobSegmentationData(n=4, shape=(40, 28), batch_size=2)
+    data.roi_size = (16, 16)
+    module = SegmentationModule(_unet(), CrossEntropy(), compute_hd95=False, sw_overlap=0.5, sw_batch_size=2)
+    trainer = make_trainer(limit_train_batches=1, limit_val_batches=1)
+    trainer.fit(module, data)
+    assert module.roi_size == (16, 16)
+    path = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(path)
+    card, _ = read_checkpoint(path)
+    assert card.roi_size == (16, 16)
+
+    image = data.data.images[0]
+    module.eval()
+    with torch.no_grad():
+        validation = torch.softmax(module(image[None]), dim=1)[0]
+        whole = torch.softmax(module.model(image[None]), dim=1)[0]
+    predictor = Predictor.from_checkpoint(path, device="cpu", overlap=0.5, sw_batch_size=2)
+    torch.testing.assert_close(predictor.predict_tensor(image), validation)
+    assert (validation - whole).abs().max() > 1e-4  # the window matters: the test can tell them apart
