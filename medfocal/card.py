@@ -227,11 +227,12 @@ def card_of_checkpoint(
     return ModelCard.from_dict(checkpoint[CARD_KEY], path, complete=complete)
 
 
-def update_card_file(path: str | os.PathLike[str], **changes: Any) -> ModelCard:
+def update_card_file(path: str | os.PathLike[str], trust: bool = False, **changes: Any) -> ModelCard:
     """Change fields of the card of a saved checkpoint in place (atomically); returns the new card.
 
-    The file is read with ``torch.load(weights_only=True)`` and written back in the current format:
-    a format-1 duplicate ``state_dict["temperature"]`` is dropped, so the card holds the only copy.
+    The file is read with ``torch.load(weights_only=True)`` (``trust=True``: a full unpickle if that
+    fails, for checkpoints the caller wrote itself) and written back in the current format: a format-1
+    duplicate ``state_dict["temperature"]`` is dropped, so the card holds the only copy.
 
     Example::
 
@@ -240,7 +241,12 @@ def update_card_file(path: str | os.PathLike[str], **changes: Any) -> ModelCard:
     import torch
 
     path = Path(path)
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        if not trust:
+            raise
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     card = card_of_checkpoint(checkpoint, path, complete=False).replace(**changes)
     checkpoint[CARD_KEY] = card.to_dict()
     state = checkpoint.get("state_dict")

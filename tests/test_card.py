@@ -100,3 +100,19 @@ def test_update_card_file_moves_a_format_1_file_to_one_temperature(tmp_path):
     with pytest.raises(ValueError, match="temperature must be > 0"):
         update_card_file(path, temperature=0.0)
     assert torch.load(path, weights_only=True)["medfocal"]["temperature"] == pytest.approx(1.7)
+
+
+class _Opaque:
+    """Not loadable with ``weights_only=True`` (a callback state some plug-in might keep)."""
+
+    def __init__(self) -> None:
+        self.x = 1
+
+
+def test_update_card_file_trusts_only_when_asked(tmp_path):
+    path = tmp_path / "own.ckpt"
+    torch.save({"state_dict": {}, "medfocal": _card().to_dict(), "callbacks": {"x": _Opaque()}}, path)
+    with pytest.raises(Exception, match="Weights only load failed"):
+        update_card_file(path, temperature=2.0)
+    assert update_card_file(path, trust=True, temperature=2.0).temperature == 2.0
+    assert torch.load(path, weights_only=False)["medfocal"]["temperature"] == 2.0

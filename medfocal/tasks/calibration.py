@@ -180,6 +180,14 @@ def _val_dataloader(trainer: Trainer) -> Any:
     return loaders
 
 
+def _load_own_checkpoint(path: str) -> dict[str, Any]:
+    """A checkpoint this run wrote: the safe load, else a full unpickle (callback states may need it)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return torch.load(path, map_location="cpu", weights_only=False)
+
+
 def _checkpoint_callbacks(trainer: Trainer) -> list[Any]:
     from pytorch_lightning.callbacks import ModelCheckpoint
 
@@ -246,7 +254,7 @@ class TemperatureScaling(Callback):
         for callback in _checkpoint_callbacks(trainer):
             best = getattr(callback, "best_model_path", "")
             if best and Path(best).is_file():
-                state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+                state = _load_own_checkpoint(best)["state_dict"]
                 state.pop("temperature", None)  # format 1 kept a copy of the card's temperature here
                 pl_module.load_state_dict(state)
                 return best
@@ -291,7 +299,7 @@ class TemperatureScaling(Callback):
         }
         if trainer.is_global_zero:
             for path in self._files_to_update(trainer, best):
-                update_card_file(path, temperature=temperature)
+                update_card_file(path, trust=True, temperature=temperature)  # this run's own files
             if self.save_path:
                 trainer.save_checkpoint(self.save_path)
         self._report(trainer)
