@@ -9,10 +9,12 @@ Example::
 
 from __future__ import annotations
 
+from medfocal.card import ModelCard
 from medfocal.inference.cases import Case, discover_cases
 from medfocal.inference.checkpoint import CheckpointInfo, load_checkpoint, read_checkpoint
 from medfocal.inference.evaluate import EvaluationResult, evaluate_case, evaluate_folders
-from medfocal.inference.predictor import InferenceResult, Prediction, Predictor, select_device
+from medfocal.inference.heads import Prediction, PredictionHead
+from medfocal.inference.predictor import InferenceResult, Predictor, select_device
 from medfocal.inference.report import case_statistics, voxel_volume_ml
 
 __all__ = [
@@ -20,7 +22,9 @@ __all__ = [
     "CheckpointInfo",
     "EvaluationResult",
     "InferenceResult",
+    "ModelCard",
     "Prediction",
+    "PredictionHead",
     "Predictor",
     "case_statistics",
     "discover_cases",

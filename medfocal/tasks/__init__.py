@@ -1,18 +1,26 @@
-"""medfocal.tasks: LightningModules (network + loss + metrics) and their callbacks.
+"""medfocal.tasks: one plug-in per task kind (LightningModule + prediction head), and their callbacks.
 
 ``SegmentationModule`` and ``ClassificationModule`` take any network and any medfocal loss; the
 optimizer and LR scheduler are injected (YAML ``optimizer:`` blocks or Python callables); checkpoints
-carry ``checkpoint["medfocal"]`` so inference can run from the checkpoint alone. ``GammaLogger`` logs
-the adaptive gamma of ``AutomatedFocalLoss``; ``TemperatureScaling`` and ``AdaFocalCalibration`` (in
-``medfocal.tasks.calibration``) calibrate after validation.
+carry the model card (``medfocal.card.ModelCard`` in ``checkpoint["medfocal"]``) so inference can run
+from the checkpoint alone. ``medfocal.tasks.registry`` lists the task kinds and their prediction
+heads. ``GammaLogger`` logs the adaptive gamma of ``AutomatedFocalLoss``; ``TemperatureScaling`` and
+``AdaFocalCalibration`` (in ``medfocal.tasks.calibration``) calibrate after validation.
+
+The names below are imported on first use, so ``medfocal.tasks.registry`` (read by ``medfocal infer``)
+does not pull in Lightning.
 """
 
 from __future__ import annotations
 
-from medfocal.tasks.calibration import AdaFocalCalibration, TemperatureScaling
-from medfocal.tasks.callbacks import GammaLogger
-from medfocal.tasks.classification import ClassificationModule
-from medfocal.tasks.segmentation import SegmentationModule
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from medfocal.tasks.calibration import AdaFocalCalibration, TemperatureScaling
+    from medfocal.tasks.callbacks import GammaLogger
+    from medfocal.tasks.classification import ClassificationModule
+    from medfocal.tasks.segmentation import SegmentationModule
 
 __all__ = [
     "AdaFocalCalibration",
@@ -21,3 +29,21 @@ __all__ = [
     "SegmentationModule",
     "TemperatureScaling",
 ]
+
+_WHERE = {
+    "AdaFocalCalibration": "medfocal.tasks.calibration",
+    "ClassificationModule": "medfocal.tasks.classification",
+    "GammaLogger": "medfocal.tasks.callbacks",
+    "SegmentationModule": "medfocal.tasks.segmentation",
+    "TemperatureScaling": "medfocal.tasks.calibration",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'medfocal.tasks' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

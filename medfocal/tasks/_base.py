@@ -7,9 +7,15 @@ own the model, the loss and the metrics; this base owns what both need to be sel
   and ``LRSchedulerCallable``), so the same module works from YAML and from Python;
 - ``save_hyperparameters`` keeps plain JSON-like values only (LightningCLI already gives dicts; objects
   passed from Python are replaced by their ``{"class_path", "init_args"}`` spec when they carry one);
-- ``checkpoint["medfocal"]`` (format 1) records what inference needs to run from the checkpoint alone;
-- ``alpha: auto`` in the loss is resolved from the datamodule's class counts in ``setup("fit")``;
-- a ``temperature`` buffer (1.0 unless calibrated) divides the logits in ``predict_step``.
+- ``checkpoint["medfocal"]`` is the :class:`~medfocal.card.ModelCard` (:meth:`MedfocalModule.model_card`):
+  what inference needs to run from the checkpoint alone; loading a checkpoint restores the class
+  names, the temperature and the resolved ``alpha: auto`` from it;
+- ``alpha: auto`` in the loss is resolved from the datamodule's class counts in ``setup("fit")`` and
+  kept in the card, so ``validate``/``test`` of a checkpoint without the training data compute the
+  training loss;
+- ``temperature`` (a float, 1.0 unless ``TemperatureScaling`` set it; stored in the card only)
+  divides the logits in ``predict_step`` and the classification metrics
+  (:func:`medfocal.metrics.temperature.calibrated_probabilities`).
 """
 
 from __future__ import annotations
@@ -26,8 +32,10 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 
-CHECKPOINT_FORMAT_VERSION = 1
-ACTIVATIONS = ("softmax", "sigmoid")
+import medfocal
+from medfocal.card import ACTIVATIONS, CARD_KEY, ModelCard
+from medfocal.metrics.temperature import calibrated_probabilities
+
 _JSON_SCALARS = (str, int, float, bool, type(None))
 # objects passed from Python (not from YAML) are not JSON: they are replaced by a spec or dropped
 _OBJECT_HPARAMS = ("model", "loss", "optimizer", "lr_scheduler")
@@ -84,24 +92,43 @@ def metric_key(name: str) -> str:
     return re.sub(r"[^0-9a-zA-Z]+", "_", str(name)).strip("_").lower() or "class"
 
 
-def _find_auto_alpha(loss: nn.Module) -> bool:
-    """Whether some (sub-)loss still waits for class counts (``alpha="auto"`` not yet resolved)."""
-    for m in loss.modules():
-        alpha = getattr(m, "alpha", None)
-        if (getattr(m, "alpha_auto", False) and alpha is None) or (
-            isinstance(alpha, str) and alpha == "auto"
-        ):
-            return True
-    return False
+def _auto_alpha_modules(loss: nn.Module) -> dict[str, nn.Module]:
+    """The (sub-)losses with ``alpha="auto"``, by their name inside ``loss`` (``""``: the loss itself)."""
+    return {name: m for name, m in loss.named_modules() if getattr(m, "alpha_auto", False)}
 
 
-def _resolved_alphas(loss: nn.Module) -> list[torch.Tensor]:
-    found = []
-    for m in loss.modules():
+def _unresolved(loss: nn.Module) -> bool:
+    """Whether some ``alpha="auto"`` still waits for class counts."""
+    return any(getattr(m, "alpha", None) is None for m in _auto_alpha_modules(loss).values())
+
+
+def resolved_alphas(loss: nn.Module) -> dict[str, list[float] | float]:
+    """The resolved ``alpha="auto"`` values of ``loss``, as stored in ``ModelCard.loss_alpha``."""
+    out: dict[str, list[float] | float] = {}
+    for name, m in _auto_alpha_modules(loss).items():
         alpha = getattr(m, "alpha", None)
-        if isinstance(alpha, torch.Tensor) and alpha.ndim == 1:
-            found.append(alpha.detach().float().cpu())
-    return found
+        if isinstance(alpha, torch.Tensor):
+            value = alpha.detach().float().cpu()
+            out[name] = value.tolist() if value.ndim else float(value)
+    return out
+
+
+def restore_alphas(loss: nn.Module, values: Mapping[str, Any], where: str = "checkpoint") -> None:
+    """Set the ``alpha="auto"`` of ``loss`` to the values of a card (inverse of :func:`resolved_alphas`).
+
+    Raises:
+        ValueError: a name that is no ``alpha="auto"`` loss module of ``loss``.
+    """
+    modules = _auto_alpha_modules(loss)
+    for name, value in values.items():
+        if name not in modules:
+            raise ValueError(
+                f"{where}: loss_alpha names {name!r}, but the loss has alpha='auto' only in "
+                f"{sorted(modules)}; the checkpoint was trained with another loss"
+            )
+        module = modules[name]
+        device = next((b.device for b in module.buffers()), torch.device("cpu"))
+        module.alpha = torch.as_tensor(value, dtype=torch.float32, device=device)
 
 
 class MedfocalModule(LightningModule):
@@ -149,8 +176,8 @@ class MedfocalModule(LightningModule):
         self.class_names = list(class_names) if class_names is not None else None
         self.monitor = monitor or self.default_monitor
         self.monitor_mode = monitor_mode
-        self.register_buffer("temperature", torch.tensor(1.0))
-        self.resolved_alpha: list[float] | None = None
+        self.temperature = 1.0
+        self.training_class_counts: list[float] | None = None
 
     # ----------------------------------------------------------------- hyperparameters
     def _save_plain_hyperparameters(self) -> None:
@@ -192,16 +219,20 @@ class MedfocalModule(LightningModule):
         return default if value is None else value
 
     def setup(self, stage: str) -> None:
-        """Take class names from the datamodule and resolve ``alpha: auto`` from its class counts."""
+        """Take class names from the datamodule and resolve ``alpha: auto`` from its class counts.
+
+        Outside ``fit`` a checkpoint's card may still bring the alpha (Lightning restores it after
+        ``setup``), so missing class counts are only an error for ``fit``.
+        """
         if self.class_names is None:
             names = self._from_data("class_names")
             if names is not None:
                 self.class_names = [str(n) for n in names]
-        if _find_auto_alpha(self.loss):
+        if _unresolved(self.loss):
             self._resolve_auto_alpha(stage)
 
     def _resolve_auto_alpha(self, stage: str) -> None:
-        """``alpha="auto"`` from the training split's class counts (validate/test: the same counts)."""
+        """``alpha="auto"`` from the training split's class counts."""
         from medfocal.losses import set_class_counts
 
         dm = self._datamodule()
@@ -212,27 +243,53 @@ class MedfocalModule(LightningModule):
                     f"class_counts(), got {type(dm).__name__}"
                 )
             counts = torch.as_tensor(dm.class_counts(), dtype=torch.float32)
-        except (ValueError, RuntimeError, AttributeError) as error:
-            if stage == "fit" or self.num_classes is None:
+        except (ValueError, RuntimeError, AttributeError):
+            if stage == "fit":
                 raise
-            # validate/test of a checkpoint without its training data: the loss is only reported
-            warnings.warn(f"alpha='auto' resolved with equal class counts ({error})", stacklevel=2)
-            counts = torch.ones(max(self.num_classes, 2))
+            return  # validate/test/predict: the checkpoint's card may bring it (see _check_alpha)
         set_class_counts(self.loss, counts)
-        alphas = _resolved_alphas(self.loss)
-        self.resolved_alpha = alphas[0].tolist() if alphas else None
-        rank_zero_info(f"medfocal: alpha 'auto' from class counts {counts.tolist()} -> {self.resolved_alpha}")
+        self.training_class_counts = counts.tolist()
+        rank_zero_info(
+            f"medfocal: alpha 'auto' from class counts {counts.tolist()} -> {resolved_alphas(self.loss)}"
+        )
+
+    def _check_alpha(self) -> None:
+        """Before validate/test/predict: an ``alpha: auto`` neither the data nor a card resolved."""
+        if not _unresolved(self.loss):
+            return
+        if self.num_classes is None:
+            raise ValueError(
+                "the loss has alpha='auto' and neither the datamodule (class_counts()) nor a checkpoint "
+                "card gives it; validate with the training datamodule or a medfocal checkpoint"
+            )
+        from medfocal.losses import set_class_counts
+
+        # a format-1 checkpoint (no loss_alpha) without its training data: the loss is only reported
+        warnings.warn(
+            "alpha='auto' resolved with equal class counts: neither the datamodule nor the checkpoint "
+            "gives it (checkpoints of medfocal format 1 do not store it)",
+            stacklevel=2,
+        )
+        set_class_counts(self.loss, torch.ones(max(self.num_classes, 2)))
+
+    def on_validation_start(self) -> None:
+        self._check_alpha()
+
+    def on_test_start(self) -> None:
+        self._check_alpha()
 
     def on_train_start(self) -> None:
         """Log the class-balanced alpha once (it is a constant of the run, not a per-step metric)."""
-        if self.resolved_alpha is None:
+        alphas = resolved_alphas(self.loss)
+        if not alphas:
             return
-        names = self.class_names or [str(i) for i in range(len(self.resolved_alpha))]
-        values = {f"alpha/{metric_key(n)}": float(a) for n, a in zip(names, self.resolved_alpha)}
+        alpha = next(iter(alphas.values()))
+        values_list = alpha if isinstance(alpha, list) else [1.0 - alpha, alpha]
+        names = self.class_names or [str(i) for i in range(len(values_list))]
+        values = {f"alpha/{metric_key(n)}": float(a) for n, a in zip(names, values_list)}
         for logger in self.loggers:
             logger.log_metrics(values, step=0)
 
-    # ----------------------------------------------------------------- logits -> probabilities
     # ----------------------------------------------------------------- steps shared by both tasks
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         image, label = image_and_label(batch)
@@ -241,24 +298,24 @@ class MedfocalModule(LightningModule):
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(image))
         return loss
 
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._evaluate(batch, "val")
+    def validation_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
+        """``{"loss", "logits"}`` of the batch (callbacks such as ``AdaFocalCalibration`` use the logits)."""
+        return self._evaluate(batch, "val")
 
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+    def test_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._evaluate(batch, "test")
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
         """Class probabilities (after temperature scaling) of ``self(image)``."""
         image = plain_tensor(batch["image"] if isinstance(batch, dict) else batch)
         return self.probabilities(self(image))
 
-    def _evaluate(self, batch: Any, stage: str) -> None:
+    def _evaluate(self, batch: Any, stage: str) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """``activation(logits / temperature)`` (the temperature is 1.0 unless a calibration set it)."""
-        scaled = logits.float() / self.temperature.clamp_min(1e-6)
-        return torch.softmax(scaled, dim=1) if self.activation == "softmax" else torch.sigmoid(scaled)
+        return calibrated_probabilities(logits, self.activation, self.temperature)
 
     # ----------------------------------------------------------------- checkpoint
     def model_spec(self) -> dict[str, Any] | None:
@@ -268,27 +325,52 @@ class MedfocalModule(LightningModule):
             return to_plain(dict(spec))
         return object_spec(self.model)
 
-    def medfocal_metadata(self) -> dict[str, Any]:
-        """``checkpoint["medfocal"]``: JSON types only (see the checkpoint contract)."""
+    def card_roi_size(self) -> Sequence[int] | None:
+        """The patch size inference uses (segmentation: the module's sliding window); None here."""
+        return None
+
+    def task_card_options(self) -> dict[str, Any]:
+        """Task-specific fields of the card (``ModelCard.task_options``) for the task's prediction head."""
+        return {}
+
+    def model_card(self) -> ModelCard:
+        """The :class:`~medfocal.card.ModelCard` of this module and its data (``checkpoint["medfocal"]``)."""
         preprocessing = self._from_data("preprocessing")
-        roi_size = getattr(self, "roi_size", None) or self._from_data("roi_size")
-        return to_plain(
-            {
-                "format_version": CHECKPOINT_FORMAT_VERSION,
-                "task": self.task,
-                "model": self.model_spec(),
-                "activation": self.activation,
-                "class_names": self.class_names,
-                "num_classes": self.num_classes,
-                "in_channels": self._from_data("in_channels", self._spec_arg("in_channels")),
-                "spatial_dims": self._from_data("spatial_dims", self._spec_arg("spatial_dims")),
-                "roi_size": list(roi_size) if roi_size is not None else None,
-                "preprocessing": preprocessing.to_dict()
-                if hasattr(preprocessing, "to_dict")
-                else preprocessing,
-                "temperature": float(self.temperature),
-            }
+        if hasattr(preprocessing, "to_dict"):
+            preprocessing = preprocessing.to_dict()
+        roi = self.card_roi_size()
+        return ModelCard(
+            task=self.task,
+            model=self.model_spec(),
+            activation=self.activation,
+            class_names=list(self.class_names or []),
+            num_classes=self.num_classes,
+            in_channels=_int_or_none(self._from_data("in_channels", self._spec_arg("in_channels"))),
+            spatial_dims=_int_or_none(self._from_data("spatial_dims", self._spec_arg("spatial_dims"))),
+            roi_size=tuple(int(r) for r in roi) if roi is not None else None,
+            preprocessing=to_plain(preprocessing or {}),
+            temperature=float(self.temperature),
+            loss_alpha=resolved_alphas(self.loss),
+            training_data=self._training_data(),
+            task_options=to_plain(self.task_card_options()),
+            medfocal_version=medfocal.__version__,
         )
+
+    def _training_data(self) -> dict[str, Any]:
+        """A cheap fingerprint of the training data: datamodule and layout class, root, class counts."""
+        dm = self._datamodule()
+        out: dict[str, Any] = {}
+        if dm is not None:
+            out["datamodule"] = f"{type(dm).__module__}.{type(dm).__qualname__}"
+            layout = getattr(dm, "layout", None)
+            if layout is not None:
+                out["layout"] = type(layout).__name__
+                root = getattr(layout, "root", None)
+                if root is not None:
+                    out["root"] = str(root)
+        if self.training_class_counts is not None:
+            out["class_counts"] = list(self.training_class_counts)
+        return out
 
     def _spec_arg(self, *names: str) -> Any:
         spec = self.model_spec() or {}
@@ -309,16 +391,33 @@ class MedfocalModule(LightningModule):
         return int(n) if n is not None else None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["medfocal"] = self.medfocal_metadata()
+        checkpoint[CARD_KEY] = self.model_card().to_dict()
         # hyper_parameters must stay loadable with torch.load(weights_only=True): plain dicts only
         for key in ("hyper_parameters", "datamodule_hyper_parameters"):
             if key in checkpoint and not _is_plain(checkpoint[key]):
                 checkpoint[key] = to_plain(dict(checkpoint[key]))
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        meta = checkpoint.get("medfocal") or {}
-        if self.class_names is None and meta.get("class_names"):
-            self.class_names = list(meta["class_names"])
+        """Restore class names, temperature and resolved alpha from the card (format 1 or 2)."""
+        state = checkpoint.get("state_dict")
+        legacy_temperature = state.pop("temperature", None) if isinstance(state, dict) else None
+        if CARD_KEY not in checkpoint:
+            if legacy_temperature is not None:
+                self.temperature = float(legacy_temperature)
+            return
+        card = ModelCard.from_dict(checkpoint[CARD_KEY], complete=False)
+        if self.class_names is None and card.class_names:
+            self.class_names = list(card.class_names)
+        # format 1 also kept the temperature in state_dict: the same value; the card holds it now
+        self.temperature = card.temperature
+        if card.loss_alpha:
+            try:
+                restore_alphas(self.loss, card.loss_alpha)
+            except ValueError as err:  # e.g. fine-tuning with another loss: its own alpha is resolved
+                warnings.warn(f"{err}; keeping the loss's own alpha", stacklevel=2)
+        counts = card.training_data.get("class_counts")
+        if counts is not None:
+            self.training_class_counts = [float(c) for c in counts]
 
 
 def plain_tensor(value: Any) -> Any:
@@ -334,6 +433,10 @@ def image_and_label(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
     if isinstance(batch, (list, tuple)) and len(batch) >= 2:
         return plain_tensor(batch[0]), plain_tensor(batch[1])
     raise ValueError(f"expected a batch dict with 'image' and 'label', got {type(batch).__name__}")
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def _caller_frame(depth: int):

@@ -1,34 +1,36 @@
-"""Post-hoc calibration for the medfocal task modules: temperature scaling and AdaFocal updates.
+"""Post-hoc calibration callbacks of the medfocal task modules: temperature scaling and AdaFocal updates.
 
-- :func:`fit_temperature` fits one temperature ``T > 0`` that minimises the negative log-likelihood of
-  ``logits / T`` on held-out data (Guo et al., ICML 2017). Dividing by ``T`` never changes the argmax,
-  so accuracy is unchanged while the confidence is corrected.
-- :class:`TemperatureScaling` (Lightning callback) does it after ``trainer.fit`` on the validation set
-  with the selected (best) weights, stores ``T`` in the module's ``temperature`` buffer and in the
-  checkpoint (``state_dict["temperature"]`` and ``checkpoint["medfocal"]["temperature"]``), and reports
-  ECE and NLL before and after. ``predict_step`` and ``medfocal infer`` divide the logits by it.
-- :class:`AdaFocalCalibration` (Lightning callback) bins the validation predictions after each
-  validation epoch and hands the per-bin confidence and accuracy to every ``AdaFocalLoss`` in the
-  module's loss (Ghosh et al., "AdaFocal: Calibration-aware Adaptive Focal Loss", NeurIPS 2022).
+- :class:`TemperatureScaling` fits a temperature after ``trainer.fit`` on the validation set with the
+  selected (best) weights (:func:`medfocal.metrics.temperature.fit_temperature`, Guo et al., ICML
+  2017), sets the module's ``temperature`` and writes it into the checkpoint's model card
+  (:func:`medfocal.card.update_card_file`: the card holds the only copy), and reports ECE and NLL
+  before and after. ``predict_step`` and ``medfocal infer`` divide the logits by it
+  (:func:`medfocal.metrics.temperature.calibrated_probabilities`).
+- :class:`AdaFocalCalibration` bins the validation predictions of each validation epoch (the logits
+  that ``validation_step`` returns: no second forward pass) and hands the per-bin confidence and
+  accuracy to every ``AdaFocalLoss`` in the module's loss (Ghosh et al., "AdaFocal: Calibration-aware
+  Adaptive Focal Loss", NeurIPS 2022).
+
+The pure functions (``fit_temperature``, ``nll``, ``scaled_ece``) live in
+:mod:`medfocal.metrics.temperature` and are re-exported here.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
+from medfocal.card import update_card_file
 from medfocal.metrics import CalibrationBins, calibration_bins
+from medfocal.metrics.temperature import fit_temperature, nll, scaled_ece
 
 __all__ = [
     "AdaFocalCalibration",
@@ -41,167 +43,12 @@ __all__ = [
 
 LogitsFn = Callable[[LightningModule, Tensor], Tensor]
 
-_MIN_LOG_T, _MAX_LOG_T = math.log(0.05), math.log(20.0)
-
-
-# ----------------------------------------------------------------------------- functional core
-def _flatten(logits: Tensor, labels: Tensor, activation: str) -> tuple[Tensor, Tensor]:
-    """``(N, C)`` logits and matching labels from classification or ``(B, C, *spatial)`` inputs.
-
-    softmax: labels become ``(N,)`` class indices; sigmoid: labels become ``(N, C)`` floats in [0, 1].
-    """
-    if activation not in ("softmax", "sigmoid"):
-        raise ValueError(f"activation: expected 'softmax' or 'sigmoid', got {activation!r}")
-    if logits.ndim == 1:
-        logits = logits[:, None]
-    n_classes = logits.shape[1]
-    if activation == "softmax" and n_classes < 2:
-        raise ValueError(
-            f"softmax temperature scaling needs C >= 2 logit channels, got shape {tuple(logits.shape)}"
-        )
-    spatial = tuple(logits.shape[2:])
-    flat = logits.movedim(1, -1).reshape(-1, n_classes)
-    if activation == "softmax":
-        if labels.ndim == logits.ndim and labels.shape[1] == n_classes and labels.shape == logits.shape:
-            labels = labels.argmax(dim=1)
-        elif labels.ndim == logits.ndim and labels.shape[1] == 1:
-            labels = labels[:, 0]
-        if tuple(labels.shape) != (logits.shape[0], *spatial):
-            raise ValueError(
-                f"labels: expected class indices of shape {(logits.shape[0], *spatial)} for logits "
-                f"{tuple(logits.shape)}, got {tuple(labels.shape)}"
-            )
-        return flat, labels.reshape(-1).long()
-    if labels.ndim == logits.ndim - 1 and n_classes == 1:
-        labels = labels.unsqueeze(1)
-    if labels.shape != logits.shape:
-        raise ValueError(
-            f"labels: expected {tuple(logits.shape)} (the logits' shape) for sigmoid, "
-            f"got {tuple(labels.shape)}"
-        )
-    return flat, labels.movedim(1, -1).reshape(-1, n_classes).float()
-
-
-def nll(logits: Tensor, labels: Tensor, temperature: float = 1.0, activation: str = "softmax") -> float:
-    """Mean negative log-likelihood of ``logits / temperature`` (cross-entropy, or BCE for sigmoid).
-
-    Shapes as in :func:`fit_temperature`.
-    """
-    flat, target = _flatten(logits.detach(), labels.detach(), activation)
-    scaled = flat.double() / temperature
-    if activation == "softmax":
-        return F.cross_entropy(scaled, target.to(flat.device)).item()
-    return F.binary_cross_entropy_with_logits(scaled, target.double().to(flat.device)).item()
-
-
-def scaled_ece(
-    logits: Tensor, labels: Tensor, temperature: float = 1.0, activation: str = "softmax", n_bins: int = 15
-) -> float:
-    """Expected calibration error of ``activation(logits / temperature)``.
-
-    softmax: top-label ECE (:func:`medfocal.metrics.expected_calibration_error`); sigmoid: the mean of the
-    binary ECE of each output channel.
-    """
-    flat, target = _flatten(logits.detach(), labels.detach(), activation)
-    scaled = flat.double() / temperature
-    if activation == "softmax":
-        return calibration_bins(torch.softmax(scaled, dim=1), target, n_bins).ece().item()
-    probs = torch.sigmoid(scaled)
-    values = [
-        calibration_bins(probs[:, c], target[:, c].round().long(), n_bins).ece()
-        for c in range(probs.shape[1])
-    ]
-    return torch.stack(values).mean().item()
-
-
-def fit_temperature(
-    logits: Tensor,
-    labels: Tensor,
-    *,
-    activation: str = "softmax",
-    max_iter: int = 100,
-    max_samples: int | None = 2_000_000,
-    generator: torch.Generator | None = None,
-) -> float:
-    """Temperature ``T`` minimising the NLL of ``logits / T`` (temperature scaling, Guo et al. 2017).
-
-    Optimises ``log T`` (so ``T > 0``) with L-BFGS and a strong-Wolfe line search in float64, starting
-    from ``T = 1``; ``T`` is kept in ``[0.05, 20]``. ``T > 1`` softens over-confident predictions,
-    ``T < 1`` sharpens under-confident ones (focal losses often give ``T < 1``). The argmax, hence the
-    accuracy, is unchanged.
-
-    Args:
-        logits: ``(N, C)`` classification logits or ``(B, C, *spatial)`` segmentation logits (held-out
-            data, e.g. the validation set); ``(N,)`` or ``C = 1`` with ``activation="sigmoid"``.
-        labels: softmax: class indices ``(N,)`` / ``(B, *spatial)`` / ``(B, 1, *spatial)`` (or one-hot);
-            sigmoid: ``{0, 1}`` targets of the logits' shape.
-        activation: ``"softmax"`` (cross-entropy) or ``"sigmoid"`` (binary cross-entropy).
-        max_iter: L-BFGS iterations.
-        max_samples: fit on a uniform random subset of at most this many samples/voxels (None: all).
-        generator: random generator of that subset.
-
-    Returns:
-        The temperature as a Python float (1.0 if the fit failed to improve the NLL).
-
-    Raises:
-        ValueError: mismatched shapes, an unknown activation, or no samples.
-
-    Example:
-        >>> g = torch.Generator().manual_seed(0)
-        >>> labels = torch.randint(0, 3, (2000,), generator=g)
-        >>> logits = torch.randn(2000, 3, generator=g) + 2 * torch.nn.functional.one_hot(labels, 3)
-        >>> t1, t3 = fit_temperature(logits, labels), fit_temperature(3 * logits, labels)
-        >>> round(t3 / t1, 1)  # T follows a known scaling of the logits
-        3.0
-    """
-    flat, target = _flatten(logits.detach(), labels.detach(), activation)
-    if flat.shape[0] == 0:
-        raise ValueError("fit_temperature: no samples")
-    if max_samples is not None and flat.shape[0] > max_samples:
-        pick = torch.randperm(flat.shape[0], generator=generator)[:max_samples].to(flat.device)
-        flat, target = flat[pick], target[pick]
-    flat = flat.double()
-    target = target.double() if activation == "sigmoid" else target
-
-    def objective(log_t: Tensor) -> Tensor:
-        scaled = flat / log_t.clamp(_MIN_LOG_T, _MAX_LOG_T).exp()
-        if activation == "softmax":
-            return F.cross_entropy(scaled, target)
-        return F.binary_cross_entropy_with_logits(scaled, target)
-
-    log_t = torch.zeros((), dtype=torch.float64, device=flat.device, requires_grad=True)
-    optimizer = torch.optim.LBFGS([log_t], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
-
-    def closure() -> Tensor:
-        optimizer.zero_grad()
-        loss = objective(log_t)
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        optimizer.step(closure)
-        with torch.no_grad():
-            fitted = float(log_t.clamp(_MIN_LOG_T, _MAX_LOG_T))
-            improved = objective(torch.tensor(fitted, dtype=torch.float64, device=flat.device)) <= objective(
-                torch.zeros((), dtype=torch.float64, device=flat.device)
-            )
-    if not math.isfinite(fitted) or not bool(improved):
-        warnings.warn("fit_temperature: the fit did not lower the NLL; keeping T = 1", stacklevel=2)
-        return 1.0
-    return math.exp(fitted)
-
 
 # ----------------------------------------------------------------------------- logits of a module
 def _default_logits(pl_module: LightningModule, image: Tensor) -> Tensor:
-    """Uncalibrated logits of a whole batch.
-
-    ``pl_module.infer_logits(image)`` if defined; else the module's own ``forward`` when it has one
-    (medfocal's modules: the network, with a sliding window for segmentation with ``roi_size``, and
-    no temperature); else ``pl_module.model(image)``.
-    """
-    infer = getattr(pl_module, "infer_logits", None)
-    if callable(infer):
-        return infer(image)
+    """Uncalibrated logits of a whole batch: the module's own ``forward`` when it has one (medfocal's
+    modules: the network, with the sliding window of segmentation, no temperature), else
+    ``pl_module.model(image)``."""
     if type(pl_module).forward is not LightningModule.forward:
         return pl_module(image)
     return pl_module.model(image)
@@ -285,9 +132,8 @@ def collect_logits(
     Args:
         pl_module: a medfocal task module (``self.model`` is the network).
         dataloader: batches ``{"image", "label"}``.
-        logits_fn: ``(pl_module, image) -> logits``; default: ``pl_module.infer_logits`` if defined,
-            else the module's ``forward`` (which must not divide by the temperature; medfocal's
-            modules do not), else ``pl_module.model``.
+        logits_fn: ``(pl_module, image) -> logits``; default: the module's ``forward`` (which must
+            not divide by the temperature; medfocal's modules do not), else ``pl_module.model``.
         max_voxels_per_batch: voxel subsample per segmentation batch (None: all voxels).
         seed: seed of the voxel subsample.
         mask_key: segmentation: keep only the voxels where ``batch[mask_key] > 0`` (a field of view or
@@ -334,26 +180,18 @@ def _val_dataloader(trainer: Trainer) -> Any:
     return loaders
 
 
+def _load_own_checkpoint(path: str) -> dict[str, Any]:
+    """A checkpoint this run wrote: the safe load, else a full unpickle (callback states may need it)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return torch.load(path, map_location="cpu", weights_only=False)
+
+
 def _checkpoint_callbacks(trainer: Trainer) -> list[Any]:
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     return [cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint)]
-
-
-def write_temperature(path: str | os.PathLike[str], temperature: float) -> None:
-    """Set the temperature of a saved medfocal checkpoint in place (atomically).
-
-    Updates ``state_dict["temperature"]`` and ``checkpoint["medfocal"]["temperature"]``.
-    """
-    path = Path(path)
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    checkpoint.setdefault("state_dict", {})["temperature"] = torch.tensor(float(temperature))
-    meta = checkpoint.get("medfocal")
-    if isinstance(meta, dict):
-        meta["temperature"] = float(temperature)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(checkpoint, tmp)
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------- callbacks
@@ -362,8 +200,9 @@ class TemperatureScaling(Callback):
 
     At ``on_fit_end``: load the best checkpoint's weights (if a ``ModelCheckpoint`` kept one and
     ``use_best_checkpoint``), collect the validation logits of the network (uncalibrated), fit ``T``
-    with :func:`fit_temperature`, write it into the module's ``temperature`` buffer, and into the best
-    checkpoint file (or, without one, the last one), and into ``save_path`` if given. ECE and NLL before
+    with :func:`fit_temperature`, set the module's ``temperature`` (a float), and write it into the
+    model card of the best checkpoint file (or, without one, the last one) and of ``save_path`` if
+    given. ECE and NLL before
     and after go to the loggers (``calibration/*``), the console, ``self.results`` and
     ``<log_dir>/temperature_scaling.json``.
 
@@ -415,8 +254,9 @@ class TemperatureScaling(Callback):
         for callback in _checkpoint_callbacks(trainer):
             best = getattr(callback, "best_model_path", "")
             if best and Path(best).is_file():
-                checkpoint = torch.load(best, map_location="cpu", weights_only=False)
-                pl_module.load_state_dict(checkpoint["state_dict"])
+                state = _load_own_checkpoint(best)["state_dict"]
+                state.pop("temperature", None)  # format 1 kept a copy of the card's temperature here
+                pl_module.load_state_dict(state)
                 return best
         return None
 
@@ -448,8 +288,7 @@ class TemperatureScaling(Callback):
             pl_module.to(original_device)
         activation = pl_module_activation(pl_module)
         temperature = fit_temperature(logits, labels, activation=activation, max_iter=self.max_iter)
-        with torch.no_grad():
-            pl_module.temperature.fill_(temperature)
+        pl_module.temperature = temperature
         self.results = {
             "temperature": temperature,
             "ece_before": scaled_ece(logits, labels, 1.0, activation, self.n_bins),
@@ -460,7 +299,7 @@ class TemperatureScaling(Callback):
         }
         if trainer.is_global_zero:
             for path in self._files_to_update(trainer, best):
-                write_temperature(path, temperature)
+                update_card_file(path, trust=True, temperature=temperature)  # this run's own files
             if self.save_path:
                 trainer.save_checkpoint(self.save_path)
         self._report(trainer)
@@ -509,13 +348,12 @@ class AdaFocalCalibration(Callback):
     unchanged by the AdaFocal update ``gamma_b <- gamma_b * exp(lambda (C_b - A_b))``). Skipped
     during the sanity check.
 
-    Uses ``outputs["logits"]`` of ``validation_step`` when the module returns it (no extra forward);
-    otherwise runs the network on the batch again.
+    The logits are the ``outputs["logits"]`` that ``validation_step`` returns (medfocal's task modules
+    return ``{"loss", "logits"}``), so validation runs the network once.
 
     Args:
         n_bins: bins when the loss does not say.
         max_voxels_per_batch: segmentation voxel subsample per batch.
-        logits_fn: ``(pl_module, image) -> logits`` (default: see :func:`collect_logits`).
         mask_key: segmentation: bin only the voxels inside ``batch[mask_key]`` (e.g. ``"fov"``).
 
     Reference:
@@ -526,16 +364,13 @@ class AdaFocalCalibration(Callback):
         self,
         n_bins: int = 15,
         max_voxels_per_batch: int | None = 100_000,
-        logits_fn: LogitsFn | None = None,
         mask_key: str | None = None,
     ) -> None:
         super().__init__()
         self.mask_key = mask_key
         self.n_bins = n_bins
         self.max_voxels_per_batch = max_voxels_per_batch
-        self.logits_fn = logits_fn or _default_logits
         self._bins: dict[int, CalibrationBins] = {}
-        self._generator = torch.Generator().manual_seed(0)
         self.last_bins: CalibrationBins | None = None
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -556,12 +391,13 @@ class AdaFocalCalibration(Callback):
         losses = _adafocal_losses(pl_module.loss)
         if not losses:
             return
-        image, label = _batch_image_label(batch)
-        if isinstance(outputs, Mapping) and torch.is_tensor(outputs.get("logits")):
-            logits = outputs["logits"]
-        else:
-            logits = self.logits_fn(pl_module, image)
-        logits = logits.detach().float()
+        _, label = _batch_image_label(batch)
+        if not (isinstance(outputs, Mapping) and torch.is_tensor(outputs.get("logits"))):
+            raise ValueError(
+                f"AdaFocalCalibration: {type(pl_module).__name__}.validation_step must return a dict with "
+                f"the batch's 'logits' (medfocal's task modules do), got {type(outputs).__name__}"
+            )
+        logits = outputs["logits"].detach().float()
         label = torch.as_tensor(label).to(logits.device)
         if pl_module_activation(pl_module) == "sigmoid":
             probs = torch.sigmoid(logits)

@@ -146,7 +146,7 @@ class ClassificationModule(MedfocalModule):
             probs = torch.cat([1.0 - probs, probs], dim=1)
         return probs, label.reshape(-1).long()
 
-    def _evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> None:
+    def _evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
         image, label = image_and_label(batch)
         logits = self(image)
         loss = self.loss(logits, label)
@@ -154,6 +154,7 @@ class ClassificationModule(MedfocalModule):
         probs, target = self._scores_and_target(logits, label)
         getattr(self, f"{stage}_metrics").update(probs, target)
         getattr(self, f"{stage}_confusion").update(probs, target)
+        return {"loss": loss.detach(), "logits": logits.detach()}
 
     def on_validation_epoch_start(self) -> None:
         self._reset_metrics("val")

@@ -7,12 +7,12 @@ from typing import Any, Literal
 
 import torch
 from monai.data import MetaTensor
-from monai.inferers import sliding_window_inference
 from monai.metrics import ConfusionMatrixMetric, DiceMetric, HausdorffDistanceMetric, MeanIoU
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
 from medfocal.tasks._base import MedfocalModule, image_and_label, metric_key
+from medfocal.tasks.windows import whole_image_logits
 
 __all__ = ["SegmentationModule"]
 
@@ -39,10 +39,12 @@ class SegmentationModule(MedfocalModule):
     """Train and validate a segmentation network with a (focal-family) loss.
 
     Logits are ``(B, C, *spatial)`` (2D or 3D), labels ``(B, 1, *spatial)`` class indices (or ``(B, C, ...)``
-    multi-label masks with ``activation="sigmoid"``). Validation and test use MONAI
-    ``sliding_window_inference`` with Gaussian blending when ``roi_size`` is known (given here, or taken
-    from the datamodule for 3D data), and log per epoch, averaged over the foreground classes and per
-    class name: ``val/dice`` (the main metric), ``val/iou``, ``val/hd95`` (MONAI
+    multi-label masks with ``activation="sigmoid"``). Validation, test and ``medfocal infer`` run the
+    network the same way (:func:`medfocal.tasks.windows.whole_image_logits`): a Gaussian-blended
+    sliding window of ``roi_size`` (given here, else the datamodule's patch size, 2D or 3D; stored in
+    the model card), or the whole image padded to a multiple of 16 when there is none. Logged per
+    epoch, averaged over the foreground classes and per class name: ``val/dice`` (the main metric),
+    ``val/iou``, ``val/hd95`` (MONAI
     ``HausdorffDistanceMetric(percentile=95)``, in mm when the batch images carry their affine as MONAI
     ``MetaTensor`` (the datamodules' default), else in voxels), ``val/sensitivity``, ``val/specificity``
     (MONAI ``ConfusionMatrixMetric``), ``val/dice_<class>``, ... MONAI's cumulative metrics gather their
@@ -54,7 +56,7 @@ class SegmentationModule(MedfocalModule):
         activation: ``"softmax"`` or ``"sigmoid"``; a single sigmoid channel is a binary foreground map.
         optimizer: ``params -> Optimizer`` (LightningCLI ``OptimizerCallable``); default AdamW(lr=1e-3).
         lr_scheduler: ``optimizer -> scheduler`` or None.
-        roi_size: sliding-window size; None takes the datamodule's patch size for 3D data, else whole images.
+        roi_size: sliding-window size; None takes the datamodule's patch size (2D or 3D), else whole images.
         sw_batch_size: windows per forward pass in sliding-window inference.
         sw_overlap: overlap of neighbouring windows (0-1).
         class_names: class names including the background (index 0); from the datamodule when None.
@@ -111,9 +113,14 @@ class SegmentationModule(MedfocalModule):
     # ----------------------------------------------------------------- setup
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        if self.roi_size is None and self._from_data("spatial_dims") == 3:
+        if self.roi_size is None:
+            # the training patch size is the validation window, as it will be in inference (the card)
             roi = self._from_data("roi_size")
             self.roi_size = tuple(int(s) for s in roi) if roi is not None else None
+
+    def card_roi_size(self) -> tuple[int, ...] | None:
+        """The sliding window of validation, which inference uses too."""
+        return self.roi_size
 
     def _stage_metrics(self, stage: str) -> dict[str, Any]:
         if stage not in self._metrics:
@@ -130,19 +137,10 @@ class SegmentationModule(MedfocalModule):
 
     # ----------------------------------------------------------------- forward
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        """Logits of the whole image (sliding window when ``roi_size`` is set)."""
-        if self.roi_size is None:
-            return self.model(image)
-        return sliding_window_inference(
-            image,
-            roi_size=self.roi_size,
-            sw_batch_size=self.sw_batch_size,
-            predictor=self.model,
-            overlap=self.sw_overlap,
-            mode="gaussian",
-        )
+        """Float32 logits of the whole image (sliding window when ``roi_size`` is set)."""
+        return whole_image_logits(self.model, image, self.roi_size, self.sw_batch_size, self.sw_overlap)
 
-    def _evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> None:
+    def _evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
         image, label = image_and_label(batch)
         raw_image = batch["image"] if isinstance(batch, dict) else None
         logits = self(image)
@@ -154,6 +152,7 @@ class SegmentationModule(MedfocalModule):
                 metric(y_pred=pred, y=target, spacing=voxel_spacing(raw_image))
             else:
                 metric(y_pred=pred, y=target)
+        return {"loss": loss.detach(), "logits": logits.detach()}
 
     def discretise(self, logits: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One-hot prediction and target ``(B, K, *spatial)`` for MONAI metrics.

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 from helpers import oracle_checkpoint, save_checkpoint, threshold_oracle
 
-from medfocal.inference import CheckpointInfo, load_checkpoint, read_checkpoint
+from medfocal.inference import CheckpointInfo, discover_cases, load_checkpoint, read_checkpoint
 
 
 def test_round_trip_rebuilds_model_and_ignores_non_model_keys(tmp_path):
@@ -68,3 +71,54 @@ def test_info_validation():
         CheckpointInfo.from_dict({**base, "format_version": 99})
     with pytest.raises(ValueError, match="temperature"):
         CheckpointInfo.from_dict({**base, "temperature": -1.0})
+
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+
+
+def test_format_1_segmentation_checkpoint_loads_and_predicts(tmp_path):
+    """A checkpoint written by medfocal before the model card (format 1) predicts, temperature once."""
+    import nibabel as nib
+    from monai.inferers import sliding_window_inference
+
+    from medfocal.inference import Predictor
+    from medfocal.synthetic import make_lesion_dataset
+
+    path = FIXTURES / "format1_segmentation.ckpt"
+    raw = torch.load(path, weights_only=True)
+    assert raw["medfocal"]["format_version"] == 1 and "temperature" in raw["state_dict"]
+    card, model = load_checkpoint(path)
+    assert card.task == "segmentation" and card.roi_size == (16, 16, 16)
+    assert card.temperature == pytest.approx(2.7693, abs=1e-4) and card.loss_alpha == {}
+
+    root = make_lesion_dataset(tmp_path / "data", n_train=0, n_test=1, shape=(28, 24, 16))
+    predictor = Predictor.from_checkpoint(path, device="cpu", overlap=0.5)
+    image_path = next((root / "imagesTs").glob("*.nii.gz"))
+    image = predictor._load(discover_cases(image_path)[0])
+    with torch.no_grad():
+        logits = sliding_window_inference(
+            image.as_tensor()[None], (16, 16, 16), 2, model, overlap=0.5, mode="gaussian"
+        )
+    expected = torch.softmax(logits / card.temperature, dim=1)[0]
+    torch.testing.assert_close(predictor.predict_tensor(image), expected, atol=1e-5, rtol=1e-4)
+
+    result = predictor.predict_folder(root / "imagesTs", tmp_path / "out", num_workers=0, progress=False)
+    assert result.ok, result.failures
+    src, mask = nib.load(image_path), nib.load(tmp_path / "out" / image_path.name)
+    assert mask.shape == src.shape and np.allclose(mask.affine, src.affine)
+
+
+def test_format_1_classification_checkpoint_loads_and_predicts(tmp_path):
+    from PIL import Image
+
+    from medfocal.inference import Predictor
+
+    path = FIXTURES / "format1_classification.ckpt"
+    predictor = Predictor.from_checkpoint(path, device="cpu")
+    assert predictor.card.temperature == pytest.approx(20.0) and predictor.card.class_names == ["0", "1", "2"]
+    pixels = np.random.default_rng(0).integers(0, 255, (16, 16), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "img.png")
+    prediction = predictor.predict_volume(tmp_path / "img.png")
+    with torch.no_grad():
+        logits = predictor.model(torch.as_tensor(pixels.T / 255.0, dtype=torch.float32)[None, None])[0]
+    np.testing.assert_allclose(prediction.probabilities, torch.softmax(logits / 20.0, 0).numpy(), atol=1e-5)

@@ -119,3 +119,41 @@ class RankMarker(pl.Callback):
 
         path = Path(self.out_dir) / f"rank_{trainer.global_rank}.txt"
         path.write_text(f"{trainer.global_step} {trainer.world_size}")
+
+
+# ----------------------------------------------------------------------------- a task kind from outside
+def _mean_intensity_head():
+    """Build the head class lazily: importing medfocal.inference here is only needed by one test."""
+    import numpy as np
+
+    from medfocal.inference.heads import Prediction, PredictionHead
+    from medfocal.inference.writer import atomic_path
+
+    class MeanIntensityHead(PredictionHead):
+        """A toy task kind: the mean of each output channel, written to ``<case>.npy`` and a row."""
+
+        report_name = "means.csv"
+
+        def run(self, network, x):
+            return network(x).float().mean(dim=tuple(range(2, x.ndim))) / self.card.temperature
+
+        def finish(self, case, image, output):
+            return Prediction(case.case_id, output.numpy())
+
+        def output_paths(self, case, output_dir, save_probabilities):
+            return [output_dir / f"{case.case_id}.npy"]
+
+        def write(self, case, prediction, paths):
+            with atomic_path(paths[0]) as tmp, open(tmp, "wb") as fh:
+                np.save(fh, prediction.probabilities)
+
+        def report_row(self, prediction):
+            return {f"mean_{i}": round(float(v), 6) for i, v in enumerate(prediction.probabilities)}
+
+    return MeanIntensityHead
+
+
+def __getattr__(name: str):
+    if name == "MeanIntensityHead":
+        return _mean_intensity_head()
+    raise AttributeError(name)

@@ -10,83 +10,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from medfocal.card import ModelCard
 from medfocal.metrics import calibration_bins, expected_calibration_error
 from medfocal.tasks.calibration import (
     AdaFocalCalibration,
     TemperatureScaling,
     collect_logits,
     fit_temperature,
-    nll,
-    scaled_ece,
-    write_temperature,
 )
-
-
-def calibrated_logits(n: int = 3000, c: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits whose softmax is the true label distribution (labels sampled from it): T = 1 is optimal."""
-    g = torch.Generator().manual_seed(seed)
-    logits = 2.0 * torch.randn(n, c, generator=g)
-    labels = torch.multinomial(torch.softmax(logits, dim=1), 1, generator=g)[:, 0]
-    return logits, labels
-
-
-@pytest.mark.parametrize("factor", [0.4, 3.0])
-def test_recovers_known_scale(factor):
-    logits, labels = calibrated_logits()
-    temperature = fit_temperature(factor * logits, labels)
-    assert temperature == pytest.approx(factor, rel=0.15)
-
-
-def test_lowers_nll_and_ece_keeps_accuracy():
-    logits, labels = calibrated_logits(seed=1)
-    overconfident = 4.0 * logits
-    temperature = fit_temperature(overconfident, labels)
-    assert temperature > 2.0
-    assert nll(overconfident, labels, temperature) < nll(overconfident, labels)
-    assert scaled_ece(overconfident, labels, temperature) < scaled_ece(overconfident, labels)
-    before = overconfident.argmax(1)
-    after = (overconfident / temperature).argmax(1)
-    assert torch.equal(before, after)
-
-
-def test_already_calibrated_gives_about_one():
-    logits, labels = calibrated_logits(seed=2)
-    assert fit_temperature(logits, labels) == pytest.approx(1.0, abs=0.12)
-
-
-def test_segmentation_shapes_equal_flattened():
-    g = torch.Generator().manual_seed(0)
-    logits = 3 * torch.randn(2, 3, 10, 12, generator=g)
-    labels = torch.multinomial(torch.softmax(logits / 3, 1).movedim(1, -1).reshape(-1, 3), 1, generator=g)
-    labels = labels.reshape(2, 1, 10, 12)
-    flat_logits = logits.movedim(1, -1).reshape(-1, 3)
-    t_seg = fit_temperature(logits, labels)
-    t_flat = fit_temperature(flat_logits, labels.reshape(-1))
-    assert t_seg == pytest.approx(t_flat, rel=1e-6)
-    assert t_seg > 1.5
-
-
-def test_sigmoid_binary():
-    g = torch.Generator().manual_seed(0)
-    logits = 2 * torch.randn(4000, generator=g)
-    labels = (torch.rand(4000, generator=g) < torch.sigmoid(logits)).float()
-    assert fit_temperature(2.5 * logits, labels, activation="sigmoid") == pytest.approx(2.5, rel=0.15)
-
-
-def test_errors():
-    with pytest.raises(ValueError, match="labels: expected class indices"):
-        fit_temperature(torch.randn(5, 3), torch.zeros(4, dtype=torch.long))
-    with pytest.raises(ValueError, match="activation"):
-        fit_temperature(torch.randn(5, 3), torch.zeros(5, dtype=torch.long), activation="relu")
-
-
-def test_write_temperature(tmp_path):
-    path = tmp_path / "m.ckpt"
-    torch.save({"state_dict": {"temperature": torch.tensor(1.0)}, "medfocal": {"temperature": 1.0}}, path)
-    write_temperature(path, 1.7)
-    checkpoint = torch.load(path, weights_only=True)
-    assert checkpoint["medfocal"]["temperature"] == pytest.approx(1.7)
-    assert checkpoint["state_dict"]["temperature"].item() == pytest.approx(1.7)
 
 
 # ----------------------------------------------------------------------------- callbacks on a stub module
@@ -127,7 +58,8 @@ class _RecordingAdaFocal(nn.Module):
 
 
 class _StubModule(pl.LightningModule):
-    """What the callbacks rely on: ``model``, ``loss``, ``activation`` and a ``temperature`` buffer."""
+    """What the callbacks rely on: ``model``, ``loss``, ``activation``, a float ``temperature``, a card
+    in the checkpoint, and ``validation_step`` returning the batch's logits."""
 
     def __init__(self, loss: nn.Module | None = None, factor: float = 6.0, lr: float = 0.05) -> None:
         super().__init__()
@@ -136,19 +68,24 @@ class _StubModule(pl.LightningModule):
         self.model = nn.Sequential(nn.Linear(4, 3), _Scale(factor))
         self.loss = loss or nn.CrossEntropyLoss()
         self.activation = "softmax"
-        self.register_buffer("temperature", torch.tensor(1.0))
+        self.temperature = 1.0
+        self.forward_calls = 0
 
     def training_step(self, batch, batch_idx):
         return self.loss(self.model(batch["image"]), batch["label"])
 
     def validation_step(self, batch, batch_idx):
-        self.log("val_loss", nn.functional.cross_entropy(self.model(batch["image"]), batch["label"]))
+        self.forward_calls += 1
+        logits = self.model(batch["image"])
+        self.log("val_loss", nn.functional.cross_entropy(logits, batch["label"]))
+        return {"logits": logits}
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=self.lr)
 
     def on_save_checkpoint(self, checkpoint):
-        checkpoint["medfocal"] = {"temperature": float(self.temperature)}
+        card = ModelCard(task="classification", num_classes=3, temperature=self.temperature)
+        checkpoint["medfocal"] = card.to_dict()
 
 
 class _DM(pl.LightningDataModule):
@@ -185,11 +122,11 @@ def test_temperature_scaling_callback(tmp_path):
     assert r["temperature"] > 1.0  # the x6 head is over-confident
     assert r["nll_after"] < r["nll_before"]
     assert r["ece_after"] < r["ece_before"]
-    assert module.temperature.item() == pytest.approx(r["temperature"])
+    assert module.temperature == pytest.approx(r["temperature"])
     best = torch.load(checkpoint.best_model_path, weights_only=True)
     assert best["medfocal"]["temperature"] == pytest.approx(r["temperature"])
-    assert best["state_dict"]["temperature"].item() == pytest.approx(r["temperature"])
-    saved = torch.load(tmp_path / "calibrated.ckpt", weights_only=False)
+    assert "temperature" not in best["state_dict"]  # the card holds the only copy
+    saved = torch.load(tmp_path / "calibrated.ckpt", weights_only=True)
     assert saved["medfocal"]["temperature"] == pytest.approx(r["temperature"])
     logged = json.loads(next(tmp_path.rglob("temperature_scaling.json")).read_text())
     assert logged["temperature"] == pytest.approx(r["temperature"])
@@ -251,7 +188,7 @@ def test_temperature_scaling_with_classification_module(classification_npz, tmp_
     assert scaling.results["nll_after"] <= scaling.results["nll_before"] + 1e-9
     saved = torch.load(checkpoint.best_model_path, weights_only=True)
     assert saved["medfocal"]["temperature"] == pytest.approx(temperature)
-    assert module.temperature.item() == pytest.approx(temperature)
+    assert module.temperature == pytest.approx(temperature)
     # what `medfocal infer` reads
     from medfocal.inference.checkpoint import read_checkpoint
 
@@ -348,7 +285,7 @@ def test_temperature_scaling_mask_key_fits_inside_the_mask(tmp_path):
             self.model = nn.Identity()
             self.dummy = nn.Parameter(torch.zeros(()))
             self.activation = "softmax"
-            self.register_buffer("temperature", torch.ones(()))
+            self.temperature = 1.0
 
         def training_step(self, batch, batch_idx):
             return self.dummy * 0.0
@@ -369,3 +306,51 @@ def test_temperature_scaling_mask_key_fits_inside_the_mask(tmp_path):
         assert scaling.results["n_samples"] == (int(inside.sum()) if key else n * side * side)
     assert fitted["fov"] == pytest.approx(expected, rel=1e-4)
     assert fitted[None] == pytest.approx(whole, rel=1e-4)
+
+
+class _CountingNet(nn.Module):
+    """A conv that counts its forward passes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.conv(x)
+
+
+def test_adafocal_validation_runs_the_network_once_per_batch(make_trainer):
+    """The callback bins the logits ``validation_step`` returns: no second forward pass per batch."""
+    from tasks_standins import BlobSegmentationData
+
+    from medfocal.losses import AdaFocalLoss
+    from medfocal.tasks import SegmentationModule
+
+    data = BlobSegmentationData(n=8, shape=(16, 16), batch_size=4)
+    net, loss = _CountingNet(), AdaFocalLoss(n_bins=5)
+    module = SegmentationModule(net, loss, compute_hd95=False)
+    make_trainer(callbacks=[AdaFocalCalibration()]).validate(module, data)
+    assert net.calls == 2  # two validation batches, one pass each
+
+    # and the update is the AdaFocal rule on the bins of exactly those logits
+    module.eval()
+    with torch.no_grad():
+        probs = torch.softmax(module(data.data.images), dim=1)
+    bins = calibration_bins(probs, data.data.labels.long(), 5)
+    gap = torch.nan_to_num(bins.bin_confidence() - bins.bin_accuracy(), nan=0.0).float()
+    torch.testing.assert_close(loss.gammas, torch.exp(gap).clamp(0.0, 20.0))
+
+
+def test_adafocal_needs_the_logits_of_validation_step(make_trainer):
+    class _Silent(_StubModule):
+        def validation_step(self, batch, batch_idx):
+            self.log("val_loss", torch.tensor(0.0))
+
+    trainer = make_trainer(callbacks=[AdaFocalCalibration()], limit_val_batches=1)
+    with pytest.raises(
+        ValueError, match=r"_Silent\.validation_step must return a dict with the batch's 'logits'"
+    ):
+        trainer.validate(_Silent(loss=_RecordingAdaFocal()), datamodule=_DM())

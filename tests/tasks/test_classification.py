@@ -78,3 +78,48 @@ def test_num_classes_is_required_without_a_datamodule():
     module = ClassificationModule(TinyClassifier(), CrossEntropy())
     with pytest.raises(ValueError, match="num_classes"):
         module.setup("fit")
+
+
+def test_alpha_auto_survives_the_checkpoint(make_trainer, tmp_path, recwarn):
+    """``validate`` of a checkpoint without its training data computes the training loss (same alpha)."""
+    from medfocal.losses import class_balanced_alpha
+
+    torch.manual_seed(0)
+    data = BlobClassificationData(n=60)
+    module = ClassificationModule(TinyClassifier(), FocalLoss(gamma=2.0, alpha="auto"))
+    trainer = make_trainer(max_epochs=1, limit_train_batches=2)
+    trainer.fit(module, data)
+    path = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(path)
+    card = torch.load(path, weights_only=True)["medfocal"]
+    expected_alpha = class_balanced_alpha(data.class_counts())
+    assert card["loss_alpha"][""] == pytest.approx(expected_alpha.tolist(), rel=1e-6)
+    assert card["training_data"]["class_counts"] == data.class_counts().tolist()
+    with_data = make_trainer().validate(module, datamodule=data)[0]["val/loss"]
+
+    # a new module and only a validation loader: no class counts anywhere but in the checkpoint
+    fresh = ClassificationModule(TinyClassifier(), FocalLoss(gamma=2.0, alpha="auto"), num_classes=3)
+    without = make_trainer().validate(fresh, dataloaders=data.val_dataloader(), ckpt_path=path)[0]["val/loss"]
+    assert without == pytest.approx(with_data, rel=1e-6)
+    torch.testing.assert_close(fresh.loss.alpha, expected_alpha.float())
+    assert not [w for w in recwarn if "equal class counts" in str(w.message)]
+
+
+def test_format_1_checkpoint_validates_with_its_temperature(make_trainer):
+    """A checkpoint of medfocal format 1 (temperature also in ``state_dict``, no alpha) still loads."""
+    from pathlib import Path
+
+    from medfocal.nets import build_model
+
+    path = Path(__file__).parents[1] / "fixtures" / "format1_classification.ckpt"
+    legacy = torch.load(path, weights_only=True)
+    net = build_model(legacy["medfocal"]["model"])
+    module = ClassificationModule(net, FocalLoss(alpha="auto"), num_classes=3)
+    g = torch.Generator().manual_seed(0)
+    items = [{"image": torch.rand(1, 16, 16, generator=g), "label": torch.tensor(i % 3)} for i in range(6)]
+    with pytest.warns(UserWarning, match="equal class counts"):  # format 1 did not keep the alpha
+        make_trainer().validate(module, dataloaders=torch.utils.data.DataLoader(items, 6), ckpt_path=path)
+    assert module.temperature == pytest.approx(legacy["medfocal"]["temperature"]) == pytest.approx(20.0)
+    assert "temperature" not in module.state_dict()
+    weight = legacy["state_dict"]["model.final.1.weight"]
+    torch.testing.assert_close(module.model.state_dict()["final.1.weight"], weight)

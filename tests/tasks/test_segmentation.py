@@ -6,6 +6,7 @@ import pytest
 import torch
 from tasks_standins import BlobSegmentationData, CrossEntropy
 
+import medfocal
 from medfocal.nets import UNet, build_model
 from medfocal.tasks import SegmentationModule
 
@@ -23,7 +24,7 @@ def test_checkpoint_is_self_describing_and_weights_only(make_trainer, tmp_path):
     ckpt = torch.load(path, weights_only=True, map_location="cpu")
     meta = ckpt["medfocal"]
     assert meta == {
-        "format_version": 1,
+        "format_version": 2,
         "task": "segmentation",
         "model": meta["model"],
         "activation": "softmax",
@@ -34,7 +35,12 @@ def test_checkpoint_is_self_describing_and_weights_only(make_trainer, tmp_path):
         "roi_size": None,
         "preprocessing": {"modality": "generic", "spatial_dims": 2},
         "temperature": 1.0,
+        "loss_alpha": {},
+        "training_data": {"datamodule": "tasks_standins.BlobSegmentationData"},
+        "task_options": {},
+        "medfocal_version": medfocal.__version__,
     }
+    assert "temperature" not in ckpt["state_dict"]  # the card holds the only copy
     rebuilt = build_model(meta["model"])
     weights = {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     rebuilt.load_state_dict(weights)
@@ -87,10 +93,10 @@ def test_predict_divides_logits_by_temperature():
     x = torch.randn(1, 1, 16, 16)
     with torch.no_grad():
         logits = module(x)
-        module.temperature.fill_(2.0)
+        module.temperature = 2.0
         probs = module.predict_step({"image": x}, 0)
     torch.testing.assert_close(probs, torch.softmax(logits / 2.0, dim=1))
-    assert "temperature" in module.state_dict()
+    assert "temperature" not in module.state_dict()  # stored in the model card only
 
 
 @pytest.mark.parametrize(
@@ -151,3 +157,29 @@ def test_validation_hd95_is_in_mm_for_images_with_an_affine():
     module._metrics.clear()
     module._evaluate({"image": image.as_tensor(), "label": label}, "val")
     assert module._stage_metrics("val")["hd95"].aggregate().item() == pytest.approx(2.0)
+
+
+def test_2d_roi_of_the_data_is_the_window_of_validation_and_inference(make_trainer, tmp_path):
+    """A 2D preset with ``roi_size`` only on the data validates with the sliding window inference uses."""
+    from medfocal.inference import Predictor, read_checkpoint
+
+    torch.manual_seed(0)
+    data = BlobSegmentationData(n=4, shape=(40, 28), batch_size=2)
+    data.roi_size = (16, 16)
+    module = SegmentationModule(_unet(), CrossEntropy(), compute_hd95=False, sw_overlap=0.5, sw_batch_size=2)
+    trainer = make_trainer(limit_train_batches=1, limit_val_batches=1)
+    trainer.fit(module, data)
+    assert module.roi_size == (16, 16)
+    path = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(path)
+    card, _ = read_checkpoint(path)
+    assert card.roi_size == (16, 16)
+
+    image = data.data.images[0]
+    module.eval()
+    with torch.no_grad():
+        validation = torch.softmax(module(image[None]), dim=1)[0]
+        whole = torch.softmax(module.model(image[None]), dim=1)[0]
+    predictor = Predictor.from_checkpoint(path, device="cpu", overlap=0.5, sw_batch_size=2)
+    torch.testing.assert_close(predictor.predict_tensor(image), validation)
+    assert (validation - whole).abs().max() > 1e-4  # the window matters: the test can tell them apart

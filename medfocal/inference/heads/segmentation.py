@@ -1,0 +1,157 @@
+"""The segmentation prediction head: probabilities -> input geometry -> label map, masks and volumes.
+
+Per case: sliding-window logits on the preprocessed grid (the same function validation uses,
+:func:`medfocal.tasks.windows.whole_image_logits`), ``activation(logits / T)`` with the card's
+temperature, ``Invertd`` back to the input grid (probabilities resampled bilinearly, then argmax),
+optional largest-component / small-component clean-up, a uint8 mask with the input's exact affine and
+header (NIfTI) or a PNG, optional probabilities (``.npz`` or NIfTI), and a report row with the
+components, volume and maximum probability of each foreground class.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medfocal.card import ModelCard
+from medfocal.inference.cases import Case
+from medfocal.inference.heads.base import HeadOptions, Network, Prediction, PredictionHead
+from medfocal.inference.report import case_statistics
+from medfocal.inference.writer import save_label_image, save_probabilities
+from medfocal.metrics.temperature import calibrated_probabilities
+from medfocal.tasks.windows import whole_image_logits
+
+__all__ = ["SegmentationHead"]
+
+
+def _channel_argmax(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``probs.max(0)`` as C elementwise passes: torch's reduction over a leading dim of a big volume is
+    ~50x slower on CPU (0.44 s vs 9 ms for 2 x 128 x 128 x 80). Ties go to the lower index, as argmax."""
+    best = probs[0].clone()
+    label = torch.zeros(probs.shape[1:], dtype=torch.uint8)
+    for c in range(1, probs.shape[0]):
+        better = probs[c] > best
+        label[better] = c
+        best = torch.maximum(best, probs[c])
+    return best, label
+
+
+class SegmentationHead(PredictionHead):
+    """Masks in the input's geometry (see the module docstring); report ``report.csv``."""
+
+    report_name = "report.csv"
+
+    def __init__(self, card: ModelCard, options: HeadOptions, transforms: Any = None) -> None:
+        super().__init__(card, options, transforms)
+        roi = options.roi_size
+        if roi is not None and len(roi) != card.spatial_dims:
+            raise ValueError(f"roi_size: expected {card.spatial_dims} values, got {list(roi)}")
+
+    # ---- the network pass -----------------------------------------------------------------------
+    def run(self, network: Network, x: torch.Tensor) -> torch.Tensor:
+        """Probabilities ``(1, C, *spatial)`` on the preprocessed grid."""
+        o = self.options
+        logits = whole_image_logits(network, x, o.roi_size, o.sw_batch_size, o.overlap)
+        return calibrated_probabilities(logits, self.card.activation, self.card.temperature)
+
+    def unflip(self, output: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
+        return torch.flip(output, axes) if axes else output
+
+    # ---- back to the input geometry -----------------------------------------------------------
+    def invert(self, image: Any, probs: torch.Tensor) -> torch.Tensor:
+        """Resample ``(C, *spatial)`` probabilities back to the input grid (bilinear), undoing orientation.
+
+        Two-class softmax: only the foreground channel is resampled (half the work); background = 1 - it.
+        """
+        from monai.data import MetaTensor
+        from monai.transforms import Invertd
+
+        if not image.applied_operations:  # nothing spatial was done (e.g. a 2D photo at native size)
+            return torch.as_tensor(probs).float()
+        binary = self.card.activation == "softmax" and probs.shape[0] == 2
+        pred = MetaTensor(probs[1:] if binary else probs, meta=dict(image.meta))
+        pred.applied_operations = list(image.applied_operations)
+        data = {"image": image, "pred": pred}
+        inverted = Invertd("pred", self.transforms, orig_keys="image", nearest_interp=False)(data)["pred"]
+        out = inverted.as_tensor() if isinstance(inverted, MetaTensor) else torch.as_tensor(inverted)
+        out = out.float()
+        return torch.cat([1.0 - out, out]) if binary else out
+
+    def label_map(self, probs: torch.Tensor) -> np.ndarray:
+        """uint8 labels: argmax (softmax), > 0.5 (one sigmoid channel), or the most probable channel
+        above 0.5 (multi-label sigmoid); then :meth:`clean`."""
+        if self.card.activation == "sigmoid" and probs.shape[0] == 1:
+            label = (probs[0] > 0.5).to(torch.uint8)
+        else:
+            best, label = _channel_argmax(probs)
+            if self.card.activation == "sigmoid":
+                label = torch.where(best > 0.5, label + 1, torch.zeros_like(label))
+        return self.clean(label.numpy().astype(np.uint8))
+
+    def clean(self, label: np.ndarray) -> np.ndarray:
+        """Per foreground class: keep the largest component and/or drop components < ``min_size`` voxels.
+
+        scipy's labelling (full connectivity) rather than MONAI's ``KeepLargestConnectedComponent`` /
+        ``RemoveSmallObjects``, which need scikit-image (not a medfocal dependency).
+        """
+        keep_largest, min_size = self.options.keep_largest, self.options.min_size
+        if not (keep_largest or min_size > 0) or not label.any():
+            return label
+        from scipy import ndimage
+
+        structure = np.ones((3,) * label.ndim, dtype=bool)
+        for k in range(1, len(self.card.foreground_names) + 1):
+            comps, n = ndimage.label(label == k, structure=structure)
+            if n == 0:
+                continue
+            sizes = np.bincount(comps.ravel())
+            sizes[0] = 0
+            drop = np.zeros(n + 1, dtype=bool)
+            if keep_largest:
+                drop[1:] = True
+                drop[int(sizes.argmax())] = False
+            if min_size > 0:
+                drop |= sizes < min_size
+            drop[0] = False
+            label[drop[comps]] = 0
+        return label
+
+    def finish(self, case: Case, image: Any, output: torch.Tensor) -> Prediction:
+        """Invert, threshold and clean one case; statistics for the report."""
+        inverted = self.invert(image, output)
+        label = self.label_map(inverted)
+        probabilities = inverted.numpy()
+        affine = None
+        if case.is_2d_image:
+            # MONAI's PILReader indexes (W, H); images on disk are (H, W)
+            label, probabilities = label.T, np.swapaxes(probabilities, -1, -2)
+        else:
+            import nibabel as nib
+
+            affine = np.asarray(nib.load(str(case.paths[0])).affine)
+        stats = case_statistics(
+            label, affine, self.card.foreground_names, probabilities, self.card.activation
+        )
+        return Prediction(case.case_id, probabilities, label, affine, stats)
+
+    # ---- files and report ---------------------------------------------------------------------
+    def output_paths(self, case: Case, output_dir: Path, save_probabilities: str | None) -> list[Path]:
+        """``<case>.nii.gz`` (``.png`` for 2D images) and ``<case>_probabilities.npz|.nii.gz``."""
+        ext = ".png" if case.is_2d_image else ".nii.gz"
+        out = [output_dir / f"{case.case_id}{ext}"]
+        if save_probabilities:
+            pext = ".npz" if save_probabilities == "npz" or case.is_2d_image else ".nii.gz"
+            out.append(output_dir / f"{case.case_id}_probabilities{pext}")
+        return out
+
+    def write(self, case: Case, prediction: Prediction, paths: list[Path]) -> None:
+        save_label_image(prediction.label, case.paths[0], paths[0])
+        if len(paths) > 1:
+            save_probabilities(prediction.probabilities, case.paths[0], paths[1], self.card.class_names)
+
+    def report_row(self, prediction: Prediction) -> dict[str, Any]:
+        """``<class>_components``, ``<class>_volume_ml`` (or ``_pixels``), ``<class>_max_prob``."""
+        return dict(prediction.statistics)
