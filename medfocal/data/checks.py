@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from medfocal.data.transforms import PreprocessingSpec, label_transforms
+from medfocal.io import PHOTO_SUFFIXES, spacing_of
 
 __all__ = [
     "CaseSummary",
@@ -35,8 +36,6 @@ __all__ = [
     "main_check_data",
     "validate_records",
 ]
-
-_PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif")
 
 
 class DataValidationError(ValueError):
@@ -70,9 +69,7 @@ class _Header:
 
 
 def _spacing(affine: np.ndarray | None, dims: int) -> tuple[float, ...] | None:
-    if affine is None:
-        return None
-    return tuple(float(round(v, 4)) for v in np.linalg.norm(np.asarray(affine)[:dims, :dims], axis=0))
+    return None if affine is None else tuple(round(v, 4) for v in spacing_of(affine, dims))
 
 
 def _read_header(path: str, spatial_dims: int | None) -> _Header:
@@ -86,7 +83,7 @@ def _read_header(path: str, spatial_dims: int | None) -> _Header:
         dims = spatial_dims or min(3, len(shape))
         channels = int(np.prod(shape[dims:])) if len(shape) > dims else 1
         return _Header(shape[:dims], channels, np.asarray(img.affine, dtype=np.float64))
-    if low.endswith(_PHOTO_SUFFIXES):
+    if low.endswith(PHOTO_SUFFIXES):
         from PIL import Image
 
         with Image.open(path) as img:

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from medfocal.io import IMAGE_SUFFIXES, strip_suffix
+
 __all__ = [
     "CSVLayout",
     "CaseFoldersLayout",
@@ -34,29 +36,7 @@ __all__ = [
     "strip_suffix",
 ]
 
-IMAGE_SUFFIXES = (
-    ".nii.gz",
-    ".nii",
-    ".png",
-    ".jpg",
-    ".jpeg",
-    ".bmp",
-    ".tif",
-    ".tiff",
-    ".gif",
-    ".nrrd",
-    ".mha",
-)
 _SPLITS = ("train", "val", "test")
-
-
-def strip_suffix(name: str) -> str:
-    """File name without its image extension (``case_001.nii.gz`` -> ``case_001``)."""
-    low = name.lower()
-    for suffix in IMAGE_SUFFIXES:
-        if low.endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
 
 
 def _require_dir(path: Path, what: str) -> Path:
