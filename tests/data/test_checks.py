@@ -10,8 +10,8 @@ import pytest
 import yaml
 from _data_files import OBLIQUE, lesion_case, write_nifti
 
+from medfocal.cli.check_data import main as main_check_data
 from medfocal.data import DataValidationError, PreprocessingSpec, SegmentationDataModule, validate_records
-from medfocal.data.checks import main_check_data
 
 SPEC = PreprocessingSpec()
 
