@@ -53,11 +53,12 @@ def _description() -> str:
 
 
 def _epilog() -> str:
+    from medfocal.nets import list_models
     from medfocal.presets import list_presets
 
     return (
         f"presets (--config NAME, several --config merge in order): {', '.join(list_presets())}. "
-        "Models: --model.init_args.model NAME, NAME one of medfocal.nets.list_models()."
+        f"Networks by name (medfocal.nets.create_model): {', '.join(list_models())}."
     )
 
 
@@ -76,7 +77,10 @@ class MedfocalCLI(LightningCLI):
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("trainer_defaults", DEFAULT_TRAINER)
         kwargs.setdefault("seed_everything_default", 42)
-        kwargs.setdefault("parser_kwargs", {"description": _description(), "epilog": _epilog()})
+        # keyed by subcommand: LightningCLI gives these to `fit`, `validate`, ... (their --help shows them)
+        per_command = {"description": _description(), "epilog": _epilog()}
+        commands = ("fit", "validate", "test", "predict")
+        kwargs.setdefault("parser_kwargs", {"prog": "medfocal", **{c: dict(per_command) for c in commands}})
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
