@@ -7,8 +7,10 @@ Usage::
     medfocal check-data PATH [--data.KEY VALUE ...]   # Decathlon folder, images/+masks/, .csv, .npz
     medfocal check-data kvasir/ --data.preprocessing.label_threshold 127
 
-The datamodule is built by the parser machinery of ``medfocal fit`` (a ``LightningArgumentParser`` with
-the ``data`` group in subclass mode), so ``--data.*`` overrides mean what they mean there.
+``--config`` files are parsed by ``MedfocalCLI(run=False)`` (the parser of ``medfocal fit``: a preset is
+checked as ``fit`` checks it, several merge in order) and only the ``data`` part is instantiated; a bare
+PATH gets a ``data`` section from its detected layout, parsed by the same ``LightningArgumentParser``
+``data`` group, so ``--data.*`` overrides mean what they mean for ``fit``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ import numpy as np
 
 from medfocal.cli._options import add_signature_options, new_parser
 
-__all__ = ["HELP", "check_dataset", "main", "parser"]
+__all__ = [
+    "HELP",
+    "check_dataset",
+    "datamodule_from_config",
+    "datamodule_from_preset",
+    "main",
+    "parser",
+]
 
 HELP = "Validate and describe a dataset before training."
 
@@ -105,7 +114,12 @@ def parser() -> argparse.ArgumentParser:
         "exit status: 0 no problems, 1 problems found (listed).",
     )
     p.add_argument("path", nargs="?", help="dataset folder, dataset.json, .csv or .npz")
-    p.add_argument("--config", "-c", help="preset name or LightningCLI YAML; only its data: section is used")
+    p.add_argument(
+        "--config",
+        "-c",
+        action="append",
+        help="preset name or `medfocal fit` YAML (repeat to merge, as fit does); only data: is instantiated",
+    )
     p.add_argument("--dataset-json", help="a Decathlon dataset.json")
     add_signature_options(p, check_dataset, skip=("datamodule",))
     return p
@@ -129,17 +143,64 @@ def datamodule_from_config(data: dict[str, Any], overrides: Sequence[str] = ()) 
     if "class_path" not in data:
         data = {"class_path": "medfocal.data.SegmentationDataModule", "init_args": data}
     data_parser = _data_parser()
-    cfg = data_parser.parse_args([f"--data={json.dumps(data)}", *overrides])
-    return data_parser.instantiate_classes(cfg).data
+    try:
+        cfg = data_parser.parse_args([f"--data={json.dumps(data)}", *overrides])
+        return data_parser.instantiate_classes(cfg).data
+    except (argparse.ArgumentError, ValueError) as err:
+        raise ValueError(_root_error(err)) from None
 
 
-def _config_data(config: str) -> dict[str, Any]:
-    import yaml
+def datamodule_from_preset(configs: Sequence[str], overrides: Sequence[str] = ()) -> Any:
+    """The datamodule of one or more ``medfocal fit`` configs (merged in order, as ``fit`` merges them).
 
-    loaded = yaml.safe_load(Path(config).read_text()) or {}
-    if not isinstance(loaded, dict) or loaded.get("data") is None:
-        raise ValueError(f"{config}: expected a 'data:' section")
-    return loaded["data"]
+    The configs are parsed by :class:`~medfocal.cli.lightning.MedfocalCLI` itself (``run=False``), so
+    they are checked exactly as ``medfocal fit`` checks them; only the ``data`` part is instantiated
+    (no model, no trainer, no log folders).
+
+    Raises:
+        ValueError: a config or override that ``medfocal fit`` would reject (its message).
+    """
+    import argparse as _argparse
+    import warnings
+
+    from jsonargparse import Namespace
+
+    from medfocal.cli.lightning import MedfocalCLI
+
+    class _DataOnlyCLI(MedfocalCLI):
+        def instantiate_classes(self) -> None:
+            cfg = Namespace(data=self.config["data"])
+            self.datamodule = _data_parser().instantiate_classes(cfg).data
+
+        def after_instantiate_classes(self) -> None:
+            pass
+
+        def _set_seed(self) -> None:  # nothing random is run here: no "Seed set to" line
+            pass
+
+    args = [arg for config in configs for arg in ("--config", config)] + list(overrides)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
+        try:
+            cli = _DataOnlyCLI(
+                args=args, run=False, parser_kwargs={"prog": "medfocal check-data", "exit_on_error": False}
+            )
+        except (_argparse.ArgumentError, ValueError) as err:
+            raise ValueError(_root_error(err)) from None
+    return cli.datamodule
+
+
+def _root_error(err: BaseException) -> str:
+    """The useful lines of a jsonargparse error (``- dataset path /x does not exist``), on one line."""
+    items: list[str] = []
+    for line in str(err).splitlines():
+        text = line.strip()
+        if text.startswith("- "):
+            items.append(text[2:])
+        elif items and text and not text.startswith(("Given value", "Subtypes", "Errors")):
+            items[-1] += f" {text}"
+    useful = [item for item in items if "Expected a <class 'NoneType'>" not in item]
+    return "; ".join(useful) if useful else " ".join(str(err).split())
 
 
 def _path_data(path: str) -> dict[str, Any]:
@@ -186,12 +247,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"unrecognized arguments: {' '.join(unknown)} (datamodule options start with --data.)")
     try:
         if args.config:
-            data = _config_data(args.config)
+            datamodule = datamodule_from_preset(args.config, overrides)
         elif args.dataset_json or args.path:
-            data = _path_data(args.dataset_json or args.path)
+            datamodule = datamodule_from_config(_path_data(args.dataset_json or args.path), overrides)
         else:
             p.error("give --config, --dataset-json or a dataset PATH")
-        datamodule = datamodule_from_config(data, overrides)
         problems = check_dataset(datamodule, quick=args.quick, max_rows=args.max_rows)
     except (ValueError, FileNotFoundError) as err:
         print(f"check-data: {err}", file=sys.stderr)
