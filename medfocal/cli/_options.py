@@ -26,6 +26,7 @@ import argparse
 import enum
 import inspect
 import textwrap
+import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -77,7 +78,7 @@ def _docstring_args(func: Callable) -> dict[str, str]:
 def _strip_optional(hint: Any) -> Any:
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     origin = typing.get_origin(hint)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1:
+    if origin in (typing.Union, types.UnionType) and len(args) == 1:
         return args[0]
     return hint
 
@@ -97,7 +98,7 @@ def _option_kwargs(name: str, param: inspect.Parameter, hint: Any) -> dict[str, 
         kwargs["choices"] = typing.get_args(base)
     elif isinstance(base, type) and issubclass(base, enum.Enum):
         kwargs["choices"] = [m.value for m in base]
-    elif origin in (list, tuple, Sequence, typing.get_origin(Sequence[int])):
+    elif origin in (list, tuple, Sequence):
         item = (typing.get_args(base) or (str,))[0]
         kwargs.update(nargs="+", type=item if item in (int, float, str) else str)
     elif base in (int, float):
