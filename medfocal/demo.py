@@ -16,7 +16,6 @@ Example::
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 
 from medfocal.presets import find_config
 
-__all__ = ["DemoResult", "find_config", "main", "run_demo"]
+__all__ = ["DemoResult", "find_config", "main", "print_summary", "run_demo"]
 
 
 @dataclass
@@ -47,7 +46,7 @@ def _fit(
     config: Path, data_dir: Path, out: Path, epochs: int, minutes: float, seed: int, extra: Sequence[str]
 ) -> Path:
     """Train with the LightningCLI exactly as ``medfocal fit`` does; return the best checkpoint."""
-    from medfocal.tasks.lightning_cli import MedfocalCLI
+    from medfocal.cli.lightning import MedfocalCLI
 
     seconds = max(1, round(minutes * 60))
     loggers = [
@@ -92,7 +91,23 @@ def run_demo(
     extra_args: Sequence[str] = (),
     progress: bool = True,
 ) -> DemoResult:
-    """Generate data, train, infer and evaluate; return where everything is and the per-case Dice."""
+    """Generate data, train, infer and evaluate; return where everything is and the per-case Dice.
+
+    Args:
+        out_dir: output folder (data, training runs, predictions, metrics, overlay).
+        epochs: training epochs of 5 steps.
+        minutes: training time cap.
+        seed: seed of the generated data and of training.
+        n_train: generated training cases.
+        n_test: generated held-out cases.
+        shape: shape of the generated volumes.
+        config: training config (default: configs/demo.yaml).
+        extra_args: extra ``medfocal fit`` arguments.
+        progress: show progress bars.
+
+    Raises:
+        FileNotFoundError: the config does not exist.
+    """
     from medfocal.inference import Predictor, evaluate_folders
     from medfocal.synthetic import make_lesion_dataset
     from medfocal.viz import save_overlay_png
@@ -126,7 +141,8 @@ def run_demo(
     return DemoResult(data_dir, best, predictions, evaluation.csv_path, overlay, dice, train_seconds)
 
 
-def _print_summary(res: DemoResult) -> None:
+def print_summary(res: DemoResult) -> None:
+    """Print the per-case Dice table and where the outputs are."""
     from rich.console import Console
     from rich.table import Table
 
@@ -147,26 +163,7 @@ def _print_summary(res: DemoResult) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``medfocal demo [--out DIR] [--epochs N] [--minutes M] [--seed S] [--config YAML] [-- fit args]``."""
-    parser = argparse.ArgumentParser(prog="medfocal demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="medfocal_demo", help="output folder (default: medfocal_demo)")
-    parser.add_argument("--epochs", type=int, default=100, help="training epochs of 5 steps (default: 100)")
-    parser.add_argument("--minutes", type=float, default=5.0, help="training time cap (default: 5)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--n-train", type=int, default=12, help="generated training cases")
-    parser.add_argument("--n-test", type=int, default=4, help="generated held-out cases")
-    parser.add_argument("--config", default=None, help="training config (default: configs/demo.yaml)")
-    parser.add_argument("fit_args", nargs="*", help="extra `medfocal fit` arguments, after --")
-    args = parser.parse_args(list(argv) if argv is not None else None)
-    res = run_demo(
-        args.out,
-        epochs=args.epochs,
-        minutes=args.minutes,
-        seed=args.seed,
-        n_train=args.n_train,
-        n_test=args.n_test,
-        config=args.config,
-        extra_args=args.fit_args,
-    )
-    _print_summary(res)
-    return 0
+    """``medfocal demo``: the command line is :mod:`medfocal.cli.demo`; kept here for older code."""
+    from medfocal.cli.demo import main as demo_main
+
+    return demo_main(argv)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["find_config"]
+__all__ = ["find_config", "list_presets"]
 
 _REPO = Path(__file__).resolve().parents[1]
 
@@ -33,6 +33,14 @@ def find_config(name: str = "demo.yaml") -> Path:
     raise FileNotFoundError(
         f"{name}: preset not found in {', '.join(str(r) for r in roots)}; "
         f"presets: {', '.join(presets) or 'none'} (or pass --config FILE)"
+    )
+
+
+def list_presets() -> list[str]:
+    """Names of the task presets (``configs/*.yaml`` without the suffix), for ``--config NAME``."""
+    roots = [_REPO / "configs", _installed_configs()]
+    return sorted(
+        {q.stem for root in roots if root is not None and root.is_dir() for q in root.glob("*.yaml")}
     )
 
 

@@ -85,3 +85,14 @@ def test_fit_accepts_a_preset_name(tmp_path, monkeypatch, capsys):
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["init_args"]["model"]["class_path"] == "medfocal.nets.DenseUNet"
     assert printed["trainer"]["max_epochs"] == 7
+
+
+def test_lightning_subcommand_help_lists_presets_and_networks(capsys):
+    from medfocal.nets import list_models
+    from medfocal.presets import list_presets
+
+    assert main(["fit", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert out.startswith("usage: medfocal [options] fit")
+    assert f"presets (--config NAME, several --config merge in order): {', '.join(list_presets())}." in out
+    assert f"Networks by name (medfocal.nets.create_model): {', '.join(list_models())}." in out

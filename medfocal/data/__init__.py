@@ -22,6 +22,7 @@ from medfocal.data.layouts import (
     PairedFoldersLayout,
     detect_layout,
 )
+from medfocal.data.loading import LoaderConfig
 from medfocal.data.sampling import class_balanced_sampler, class_balanced_weights, split_indices
 from medfocal.data.transforms import (
     Augmentation,
@@ -42,6 +43,7 @@ __all__ = [
     "ImageFolderLayout",
     "LabelToIndexd",
     "Layout",
+    "LoaderConfig",
     "MedMNISTLayout",
     "PairedFoldersLayout",
     "PreprocessingSpec",

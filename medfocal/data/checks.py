@@ -9,15 +9,12 @@ mode loads the arrays through MONAI ``LoadImage`` and also counts label voxels.
 Example::
 
     summaries = validate_records(records, spec, num_classes=2, in_channels=1)   # raises on problems
-    medfocal check-data --config configs/stroke.yaml --data.init_args.batch_size 1
-    medfocal check-data ../shared/data/totalseg_example/dataset.json
+
+The command line (``medfocal check-data``) is :mod:`medfocal.cli.check_data`.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +24,7 @@ import numpy as np
 import torch
 
 from medfocal.data.transforms import PreprocessingSpec, label_transforms
+from medfocal.io import PHOTO_SUFFIXES, spacing_of
 
 __all__ = [
     "CaseSummary",
@@ -35,8 +33,6 @@ __all__ = [
     "main_check_data",
     "validate_records",
 ]
-
-_PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif")
 
 
 class DataValidationError(ValueError):
@@ -70,9 +66,7 @@ class _Header:
 
 
 def _spacing(affine: np.ndarray | None, dims: int) -> tuple[float, ...] | None:
-    if affine is None:
-        return None
-    return tuple(float(round(v, 4)) for v in np.linalg.norm(np.asarray(affine)[:dims, :dims], axis=0))
+    return None if affine is None else tuple(round(v, 4) for v in spacing_of(affine, dims))
 
 
 def _read_header(path: str, spatial_dims: int | None) -> _Header:
@@ -86,7 +80,7 @@ def _read_header(path: str, spatial_dims: int | None) -> _Header:
         dims = spatial_dims or min(3, len(shape))
         channels = int(np.prod(shape[dims:])) if len(shape) > dims else 1
         return _Header(shape[:dims], channels, np.asarray(img.affine, dtype=np.float64))
-    if low.endswith(_PHOTO_SUFFIXES):
+    if low.endswith(PHOTO_SUFFIXES):
         from PIL import Image
 
         with Image.open(path) as img:
@@ -316,147 +310,8 @@ def _undeclared_label_problems(summaries: list[CaseSummary], num_classes: int | 
     ]
 
 
-# ----------------------------------------------------------------------------------------------------
-# medfocal check-data
-
-
-def _print_report(datamodule: Any, summaries: list[CaseSummary], problems: list[str], max_rows: int) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=160)
-    names = datamodule.class_names
-    table = Table(title=f"{datamodule.describe()}  ({len(summaries)} cases)")
-    for column in ("case", "split", "channels", "shape", "spacing", "label / class voxel %"):
-        table.add_column(column)
-    for s in summaries[:max_rows]:
-        if s.label_counts is not None and s.label_counts.sum() > 0:
-            frac = 100.0 * s.label_counts / s.label_counts.sum()
-            parts = [f"{i}:{f:.2f}" for i, f in enumerate(frac) if s.label_counts[i] > 0]
-            label = " ".join(parts if len(parts) <= 8 else [*parts[:6], f"... ({len(parts)} values)"])
-        else:
-            label = "" if s.label is None else str(s.label)
-        table.add_row(s.case, str(s.split or ""), str(s.channels), str(s.shape), str(s.spacing or ""), label)
-    if len(summaries) > max_rows:
-        table.add_row(f"... {len(summaries) - max_rows} more", "", "", "", "", "")
-    console.print(table)
-    totals = [s.label_counts for s in summaries if s.label_counts is not None]
-    if totals:
-        size = max(len(t) for t in totals)
-        total = sum(np.pad(t, (0, size - len(t))) for t in totals)
-        fractions = ", ".join(
-            f"{names[i] if i < len(names) else i}: {100.0 * c / total.sum():.3f}%"
-            for i, c in enumerate(total)
-        )
-        console.print(f"class voxel fractions (all cases): {fractions}")
-    elif summaries and isinstance(summaries[0].label, (int, np.integer)):
-        for split in ("train", "val", "test", None):
-            labels = [int(s.label) for s in summaries if s.split == split and s.label is not None]
-            if labels:
-                counts = np.bincount(labels, minlength=len(names))
-                text = ", ".join(f"{names[i] if i < len(names) else i}: {c}" for i, c in enumerate(counts))
-                console.print(f"class counts ({split or 'unsplit'}, {len(labels)} cases): {text}")
-    shown = names if len(names) <= 12 else [*names[:10], "...", names[-1]]
-    console.print(
-        f"classes ({len(names)}): {shown}  in_channels: {datamodule.in_channels}  "
-        f"spatial_dims: {datamodule.spatial_dims}"
-    )
-    if problems:
-        console.print(f"[bold red]{len(problems)} problem(s):[/bold red]")
-        for p in problems:
-            console.print(f"  - {p}", markup=False, soft_wrap=True)
-    else:
-        console.print("[bold green]no problems found[/bold green]")
-
-
-def _datamodule_from_config(config: str | None, data_json: dict | None, overrides: list[str]) -> Any:
-    import yaml
-    from jsonargparse import ArgumentParser
-    from pytorch_lightning import LightningDataModule
-
-    if config is not None:
-        loaded = yaml.safe_load(Path(config).read_text()) or {}
-        data_json = loaded.get("data")
-        if data_json is None:
-            raise ValueError(f"{config}: expected a 'data:' section")
-    assert data_json is not None
-    if "class_path" not in data_json:
-        data_json = {"class_path": "medfocal.data.SegmentationDataModule", "init_args": data_json}
-    parser = ArgumentParser(prog="medfocal check-data", exit_on_error=False)
-    parser.add_subclass_arguments(LightningDataModule, "data", required=True)
-    cfg = parser.parse_args([f"--data={json.dumps(data_json)}", *overrides])
-    return parser.instantiate(cfg).data
-
-
-def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
-    """Separate ``--data.x 3`` / ``--data.x=3`` overrides (as ``--data.x=3``) from the other arguments."""
-    rest: list[str] = []
-    overrides: list[str] = []
-    i = 0
-    while i < len(argv):
-        token = argv[i]
-        if not token.startswith("--data."):
-            rest.append(token)
-            i += 1
-        elif "=" not in token and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-            overrides.append(f"{token}={argv[i + 1]}")
-            i += 2
-        else:
-            overrides.append(token)
-            i += 1
-    return rest, overrides
-
-
-def _datamodule_from_path(path: str, overrides: list[str]) -> Any:
-    """A datamodule for a bare path: classification for ``.npz``/class folders/CSV of class labels."""
-    from medfocal.data.layouts import ImageFolderLayout, MedMNISTLayout, detect_layout
-
-    layout = detect_layout(path)
-    classification = isinstance(layout, (MedMNISTLayout, ImageFolderLayout))
-    if not classification:
-        records = layout.records()
-        classification = bool(records) and "label" in records[0] and not _files(records[0]["label"])
-    module = "ClassificationDataModule" if classification else "SegmentationDataModule"
-    data = {
-        "class_path": f"medfocal.data.{module}",
-        "init_args": {"layout": str(path), "num_workers": 0, "check": "none"},
-    }
-    return _datamodule_from_config(None, data, overrides)
-
-
 def main_check_data(argv: Sequence[str] | None = None) -> int:
-    """``medfocal check-data``: validate a dataset and print a table; 0 when clean, 1 on problems.
+    """Moved to :func:`medfocal.cli.check_data.main` (``medfocal check-data``); kept for older code."""
+    from medfocal.cli.check_data import main
 
-    Usage::
-
-        medfocal check-data --config preset.yaml [--data.init_args.KEY VALUE ...]
-        medfocal check-data --dataset-json path/dataset.json
-        medfocal check-data PATH [--data.KEY VALUE ...]   # Decathlon folder, images/+masks/, .csv, .npz
-        medfocal check-data kvasir/ --data.preprocessing.label_threshold 127
-    """
-    parser = argparse.ArgumentParser(
-        prog="medfocal check-data",
-        description="Validate a dataset (files, shapes, affines, labels, NaN) and describe it.",
-    )
-    parser.add_argument("path", nargs="?", help="dataset folder, dataset.json, .csv or .npz")
-    parser.add_argument("--config", "-c", help="LightningCLI YAML; only its data: section is used")
-    parser.add_argument("--dataset-json", help="a Decathlon dataset.json")
-    parser.add_argument("--quick", action="store_true", help="headers only (no NaN / label value checks)")
-    parser.add_argument("--max-rows", type=int, default=40, help="cases shown in the table")
-    rest, overrides = _split_overrides(list(sys.argv[1:] if argv is None else argv))
-    args = parser.parse_args(rest)
-    try:
-        if args.config:
-            datamodule = _datamodule_from_config(args.config, None, overrides)
-        elif args.dataset_json or args.path:
-            datamodule = _datamodule_from_path(args.dataset_json or args.path, overrides)
-        else:
-            parser.error("give --config, --dataset-json or a dataset PATH")
-        summaries, problems = datamodule.validate(full=not args.quick, raise_on_error=False)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"check-data: {err}", file=sys.stderr)
-        return 1
-    _print_report(datamodule, summaries, problems, args.max_rows)
-    return 1 if problems else 0
+    return main(argv)

@@ -55,6 +55,7 @@ __all__ = [
     "Augmentation",
     "LabelToIndexd",
     "PreprocessingSpec",
+    "check_roi_size",
     "inference_transforms",
     "label_transforms",
     "train_transforms",
@@ -65,6 +66,22 @@ _TWO_D_PHOTO = ("rgb", "dermoscopy", "histology", "grey")
 # binary region masks carried beside the label (DRIVE's field of view, a brain mask): resampled with
 # nearest neighbour, never intensity-normalised, and binarised (stored value > 0 -> 1)
 MASK_KEYS = ("fov", "mask", "brainmask")
+
+
+def check_roi_size(roi_size: Sequence[int] | None, spatial_dims: int) -> None:
+    """The one check of a patch / sliding-window size: one positive value per spatial axis.
+
+    Used by the datamodules, the training transforms and (through the model card) inference.
+
+    Raises:
+        ValueError: ``roi_size: expected 2 values, got [64, 64, 32]`` (or a non-positive value).
+    """
+    if roi_size is None:
+        return
+    if len(roi_size) != spatial_dims:
+        raise ValueError(f"roi_size: expected {spatial_dims} values, got {list(roi_size)}")
+    if any(int(v) <= 0 for v in roi_size):
+        raise ValueError(f"roi_size: expected positive sizes, got {list(roi_size)}")
 
 
 def _is_mask(key: str) -> bool:
@@ -481,8 +498,7 @@ def train_transforms(
     aug = augmentation if augmentation is not None else Augmentation()
     steps = list(inference_transforms(spec, keys, load=load).transforms)
     if roi_size is not None:
-        if len(roi_size) != spec.spatial_dims:
-            raise ValueError(f"roi_size: expected {spec.spatial_dims} values, got {list(roi_size)}")
+        check_roi_size(roi_size, spec.spatial_dims)
         steps += _crop(keys, roi_size, crop, pos_fraction, num_samples, class_ratios, num_classes)
     steps += _augment(spec, aug, keys)
     steps.append(EnsureTyped(keys, dtype=torch.float32, track_meta=False))

@@ -20,6 +20,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medfocal.io import IMAGE_SUFFIXES, NIFTI_SUFFIXES, PHOTO_SUFFIXES, case_id_of, image_suffix, is_photo
+
 __all__ = [
     "IMAGE_2D_SUFFIXES",
     "NIFTI_SUFFIXES",
@@ -30,8 +32,8 @@ __all__ = [
     "refuse_output_in_input",
 ]
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-IMAGE_2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+# the suffix lists and case ids are medfocal.io's, shared with training's layouts; old names kept
+IMAGE_2D_SUFFIXES = PHOTO_SUFFIXES
 _CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
 
@@ -44,34 +46,19 @@ class Case:
 
     @property
     def is_2d_image(self) -> bool:
-        return self.paths[0].name.lower().endswith(IMAGE_2D_SUFFIXES)
+        return is_photo(self.paths[0])
 
     @property
     def source(self) -> str:
         return str(self.paths[0]) if len(self.paths) == 1 else f"{self.paths[0]} (+{len(self.paths) - 1})"
 
 
-def _suffix_of(path: Path) -> str | None:
-    name = path.name.lower()
-    for suffix in NIFTI_SUFFIXES + IMAGE_2D_SUFFIXES:
-        if name.endswith(suffix):
-            return suffix
-    return None
-
-
-def case_id_of(path: str | Path) -> str:
-    """File name without its image suffix (``.nii.gz``, ``.nii``, ``.png``, ...)."""
-    path = Path(path)
-    suffix = _suffix_of(path)
-    return path.name[: -len(suffix)] if suffix else path.stem
-
-
 def _folder_cases(folder: Path) -> list[Case]:
     files = sorted(
-        p for p in folder.iterdir() if p.is_file() and _suffix_of(p) and not p.name.startswith(".")
+        p for p in folder.iterdir() if p.is_file() and image_suffix(p) and not p.name.startswith(".")
     )
     if not files:
-        raise FileNotFoundError(f"{folder}: no images found (.nii, .nii.gz, .png, .jpg, ...)")
+        raise FileNotFoundError(f"{folder}: no images found ({', '.join(IMAGE_SUFFIXES)})")
     stems = [case_id_of(p) for p in files]
     matches = [_CHANNEL_RE.match(s) for s in stems]
     if all(matches):
@@ -137,8 +124,10 @@ def discover_cases(source: str | Path) -> list[Case]:
         return _folder_cases(source)
     if source.suffix.lower() == ".csv":
         return _csv_cases(source)
-    if _suffix_of(source) is None:
-        raise ValueError(f"{source}: expected a folder, a .csv list or a .nii/.nii.gz/.png/.jpg file")
+    if image_suffix(source) is None:
+        raise ValueError(
+            f"{source}: expected a folder, a .csv list or an image file ({', '.join(IMAGE_SUFFIXES)})"
+        )
     return [Case(case_id_of(source), [source])]
 
 
@@ -152,12 +141,21 @@ def refuse_output_in_input(cases: list[Case], source: str | Path, output_dir: st
             raise ValueError(f"output folder {out} is inside the input folder {folder}: choose another -o")
 
 
-def _nifti_shape(path: Path) -> tuple[int, ...]:
-    import nibabel as nib
-
+def _volume_shape(path: Path) -> tuple[int, ...]:
+    """Shape from the header only: nibabel for NIfTI, SimpleITK for NRRD/MetaImage (``(x, y, z[, c])``)."""
     try:
-        return tuple(int(s) for s in nib.load(str(path)).shape)
-    except Exception as err:  # nibabel raises many types for broken headers
+        if path.name.lower().endswith(NIFTI_SUFFIXES):
+            import nibabel as nib
+
+            return tuple(int(s) for s in nib.load(str(path)).shape)
+        import SimpleITK as sitk
+
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        components = reader.GetNumberOfComponents()
+        return tuple(int(s) for s in reader.GetSize()) + ((components,) if components > 1 else ())
+    except Exception as err:  # nibabel and ITK raise many types for broken headers
         raise ValueError(f"{path}: unreadable image ({type(err).__name__}: {err})") from None
 
 
@@ -190,7 +188,7 @@ def check_case(case: Case, in_channels: int, spatial_dims: int) -> None:
         if channels != in_channels:
             raise ValueError(f"{case.paths[0]}: expected {in_channels} channel(s), got {channels}")
         return
-    shapes = [_nifti_shape(p) for p in case.paths]
+    shapes = [_volume_shape(p) for p in case.paths]
     channels = 0
     for p, shape in zip(case.paths, shapes):
         squeezed = shape[:spatial_dims] + tuple(s for s in shape[spatial_dims:] if s != 1)

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from medfocal.inference.cases import IMAGE_2D_SUFFIXES, NIFTI_SUFFIXES, case_id_of
 from medfocal.inference.report import voxel_volume_ml, write_csv
+from medfocal.io import NIFTI_SUFFIXES, PHOTO_SUFFIXES, atomic_path, case_id_of, spacing_of
 
 __all__ = ["METRICS", "EvaluationResult", "evaluate_case", "evaluate_folders", "load_mask"]
 
@@ -60,7 +60,7 @@ class EvaluationResult:
 def load_mask(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Integer mask and its 4x4 affine (PNG: identity) from a NIfTI or 2D image file."""
     path = Path(path)
-    if path.name.lower().endswith(IMAGE_2D_SUFFIXES):
+    if path.name.lower().endswith(PHOTO_SUFFIXES):
         from PIL import Image
 
         with Image.open(path) as im:
@@ -76,7 +76,7 @@ def load_mask(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _spacing(affine: np.ndarray, ndim: int) -> list[float]:
-    return [float(s) for s in np.linalg.norm(np.asarray(affine)[:3, :ndim], axis=0)]
+    return list(spacing_of(affine, ndim))
 
 
 def _check_geometry(
@@ -146,7 +146,7 @@ def evaluate_case(
 def _mask_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: folder not found")
-    suffixes = NIFTI_SUFFIXES + IMAGE_2D_SUFFIXES
+    suffixes = NIFTI_SUFFIXES + PHOTO_SUFFIXES
     files = sorted(
         p
         for p in folder.iterdir()
@@ -198,8 +198,6 @@ def _summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _box_plot(rows: list[dict[str, Any]], labels: Sequence[int], path: Path) -> Path:
     # a bare Figure: no pyplot state, so a notebook's inline backend is left alone
     from matplotlib.figure import Figure
-
-    from medfocal.inference.writer import atomic_path
 
     fig = Figure(figsize=(11, 3.6))
     axes = fig.subplots(1, 3)

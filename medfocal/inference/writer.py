@@ -15,16 +15,16 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import os
 import queue
 import threading
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+# atomic writes live in medfocal.io (shared with reports and evaluation); re-exported here
+from medfocal.io import TMP_PREFIX, atomic_path, remove_stale_temporaries
 
 __all__ = [
     "TMP_PREFIX",
@@ -34,35 +34,6 @@ __all__ = [
     "save_label_image",
     "save_probabilities",
 ]
-
-TMP_PREFIX = ".medfocal-tmp-"
-
-
-@contextlib.contextmanager
-def atomic_path(final: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``final`` (same suffix); on success ``os.replace`` it onto ``final``.
-
-    On any exception the temporary file is removed and the exception propagates; ``final`` is untouched.
-    """
-    final = Path(final)
-    suffix = "".join(final.suffixes[-2:]) if final.name.endswith(".nii.gz") else final.suffix
-    tmp = final.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex[:8]}-{final.name[: -len(suffix) or None]}{suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, final)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
-def remove_stale_temporaries(folder: str | Path) -> int:
-    """Delete temporaries left by a killed run (``SIGKILL`` skips ``finally``); returns how many."""
-    n = 0
-    for p in Path(folder).glob(f"{TMP_PREFIX}*"):
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()
-            n += 1
-    return n
 
 
 def _reference_nifti(reference: Path):

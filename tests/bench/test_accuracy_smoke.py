@@ -103,22 +103,31 @@ def test_drive_outer_folds_partition_the_images():
     assert sorted(held) == [f"{i:02d}" for i in range(21, 41)]
 
 
-def test_cropped_hd95_equals_the_whole_volume_hd95():
+def test_brats_scores_come_from_medfocal_evaluate():
+    """Region scores against hand-computed Dice/IoU and MONAI's HD95 with the affine's 2 mm spacing."""
     import numpy as np
     import torch
     from monai.metrics import compute_hausdorff_distance
 
     module = _bench()
-    truth = np.zeros((60, 50, 40), bool)
-    truth[20:35, 10:30, 5:25] = True
+    truth = np.zeros((30, 20, 16), np.int64)
+    truth[5:15, 5:15, 4:12] = 2  # oedema: whole tumour only
+    truth[8:12, 8:12, 6:10] = 4  # enhancing: also tumour core
     pred = np.zeros_like(truth)
-    pred[22:38, 12:33, 8:22] = True
-    pred[55, 45, 35] = True  # a far false positive at the border of the box
-    full = compute_hausdorff_distance(
-        torch.as_tensor(pred)[None, None], torch.as_tensor(truth)[None, None], percentile=95.0, spacing=1.0
+    pred[6:16, 5:15, 4:12] = 2
+    pred[8:12, 8:12, 6:8] = 4
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    row = module.brats_scores(pred, truth, affine)
+    whole_p, whole_t = pred > 0, truth > 0
+    inter = np.logical_and(whole_p, whole_t).sum()
+    assert row["dice_whole tumour"] == pytest.approx(2 * inter / (whole_p.sum() + whole_t.sum()))
+    assert row["iou_whole tumour"] == pytest.approx(inter / np.logical_or(whole_p, whole_t).sum())
+    assert row["dice_enhancing"] == pytest.approx(2 * 32 / (32 + 64))
+    hd = compute_hausdorff_distance(
+        torch.as_tensor(whole_p)[None, None], torch.as_tensor(whole_t)[None, None], percentile=95, spacing=2.0
     )
-    assert module._hd95_mm(pred, truth, compute_hausdorff_distance) == pytest.approx(float(full))
-    assert np.isnan(module._hd95_mm(np.zeros_like(truth), truth, compute_hausdorff_distance))
+    assert row["hd95_whole tumour"] == pytest.approx(float(hd))
+    assert np.isnan(row["dice_necrosis"]) and np.isnan(row["iou_non_enhancing"])  # absent from both
 
 
 def test_cross_validated_mean_averages_folds_then_seeds():

@@ -10,8 +10,8 @@ import pytest
 import yaml
 from _data_files import OBLIQUE, lesion_case, write_nifti
 
+from medfocal.cli.check_data import main as main_check_data
 from medfocal.data import DataValidationError, PreprocessingSpec, SegmentationDataModule, validate_records
-from medfocal.data.checks import main_check_data
 
 SPEC = PreprocessingSpec()
 
@@ -187,24 +187,29 @@ def test_check_data_on_folder_and_dataset_json(lesion_dataset, capsys):
 
 
 def test_check_data_config_with_overrides(lesion_dataset, tmp_path, capsys):
-    config = {
-        "trainer": {"max_epochs": 1},
-        "model": {"class_path": "does.not.Matter"},
-        "data": {
-            "class_path": "medfocal.data.SegmentationDataModule",
-            "init_args": {
-                "layout": str(lesion_dataset),
-                "preprocessing": {"modality": "mri"},
-                "num_workers": 0,
-            },
-        },
-    }
-    path = tmp_path / "preset.yaml"
-    path.write_text(yaml.safe_dump(config))
-    code = main_check_data(["--config", str(path), "--data.init_args.class_names", "[bg]"])
+    # a preset, a second config merged over it (as `medfocal fit` merges them), then a --data override
+    override = tmp_path / "here.yaml"
+    override.write_text(yaml.safe_dump({"data": {"init_args": {"layout": str(lesion_dataset)}}}))
+    code = main_check_data(
+        ["--config", "demo", "--config", str(override), "--data.init_args.class_names", "[bg]"]
+    )
     out = capsys.readouterr().out
     assert code == 1
     assert "label values [1] outside the declared classes 0..0" in out
+    assert str(lesion_dataset) in out  # the second config's layout replaced the preset's
+
+
+def test_check_data_checks_a_config_as_fit_does(lesion_dataset, tmp_path, capsys):
+    config = {
+        "model": {"class_path": "does.not.Matter"},
+        "data": {"class_path": "medfocal.data.SegmentationDataModule", "init_args": {"layout": "x"}},
+    }
+    path = tmp_path / "preset.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main_check_data(["--config", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err == "check-data: Problem with given class_path 'does.not.Matter': No module named 'does'\n"
+    assert list(tmp_path.iterdir()) == [path]  # nothing written (no trainer, no log folders)
 
 
 def test_check_data_reports_problems_with_exit_1(lesion_dataset, tmp_path, capsys):
@@ -214,6 +219,12 @@ def test_check_data_reports_problems_with_exit_1(lesion_dataset, tmp_path, capsy
     assert main_check_data([str(broken)]) == 1
     out = capsys.readouterr().out
     assert "case_001.nii.gz: unreadable or corrupt image" in out
+
+
+def test_check_data_names_a_missing_layout_in_one_line(tmp_path, capsys):
+    missing = tmp_path / "isles"
+    assert main_check_data(["--config", "stroke_isles", f"--data.init_args.layout={missing}"]) == 1
+    assert capsys.readouterr().err == f"check-data: dataset path {missing} does not exist\n"
 
 
 def test_check_data_missing_path(tmp_path, capsys):

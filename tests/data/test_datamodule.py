@@ -265,3 +265,30 @@ def test_region_masks_are_loaded_on_evaluation_splits(tmp_path):
         seen += 1
     assert seen == 2
     assert "image" in next(iter(dm.train_dataloader()))
+
+
+def test_roi_size_is_checked_once_with_one_message(lesion_dataset):
+    from medfocal.data.transforms import check_roi_size, train_transforms
+
+    with pytest.raises(ValueError, match=r"^roi_size: expected 3 values, got \[32, 32\]$"):
+        SegmentationDataModule(str(lesion_dataset), roi_size=[32, 32], num_workers=0)
+    with pytest.raises(ValueError, match=r"^roi_size: expected 3 values, got \[32, 32\]$"):
+        train_transforms(PreprocessingSpec(), ("image", "label"), roi_size=[32, 32])
+    with pytest.raises(ValueError, match=r"^roi_size: expected positive sizes, got \[32, 0\]$"):
+        check_roi_size([32, 0], 2)
+    check_roi_size(None, 2)
+    check_roi_size((16, 16), 2)
+
+
+def test_loader_settings_are_one_checked_object(lesion_dataset):
+    from medfocal.data import LoaderConfig
+
+    dm = SegmentationDataModule(str(lesion_dataset), batch_size=3, val_batch_size=2, num_workers=0, seed=5)
+    assert dm.loading == LoaderConfig(batch_size=3, val_batch_size=2, num_workers=0, seed=5,
+                                      pin_memory=dm.loading.pin_memory)  # fmt: skip
+    dm.batch_size = 6  # Lightning's batch-size finder sets this attribute
+    assert dm.loading.batch_size == 6 and dm.train_dataloader().batch_size == 6
+    with pytest.raises(ValueError, match=r"check: expected one of \('none', 'quick', 'full'\), got 'fast'"):
+        LoaderConfig(check="fast")
+    with pytest.raises(ValueError, match="cache='disk' needs cache_dir"):
+        SegmentationDataModule(str(lesion_dataset), cache="disk")

@@ -42,3 +42,43 @@ def test_csv_list(tmp_path):
     (tmp_path / "bad.csv").write_text("path\nimgs/u.nii.gz\n")
     with pytest.raises(ValueError, match="'image' column"):
         discover_cases(tmp_path / "bad.csv")
+
+
+def _write_itk(path, shape_xyz, components=1):
+    import numpy as np
+    import SimpleITK as sitk
+
+    array = np.zeros((*shape_xyz[::-1], components) if components > 1 else shape_xyz[::-1], np.float32)
+    sitk.WriteImage(sitk.GetImageFromArray(array, isVector=components > 1), str(path))
+
+
+def test_mha_nrrd_mhd_found_like_training_does(tmp_path):
+    # training reads .mha/.nrrd (data layouts); infer must find the same cases under the same ids
+    from medfocal.data.layouts import PairedFoldersLayout
+
+    images, labels = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    labels.mkdir()
+    for name in ("ct_1.mha", "ct_2.nrrd", "ct_3.mhd"):
+        _write_itk(images / name, (6, 5, 4))
+        _write_itk(labels / name, (6, 5, 4))
+    cases = discover_cases(images)
+    assert [c.case_id for c in cases] == ["ct_1", "ct_2", "ct_3"]
+    assert [c.paths[0].name for c in cases] == ["ct_1.mha", "ct_2.nrrd", "ct_3.mhd"]
+    layout = PairedFoldersLayout(str(images), str(labels))
+    assert sorted(r["case"] for r in layout.records()) == [c.case_id for c in cases]
+    assert [c.case_id for c in discover_cases(images / "ct_2.nrrd")] == ["ct_2"]
+
+
+def test_check_case_reads_itk_headers(tmp_path):
+    from medfocal.inference.cases import Case, check_case
+
+    _write_itk(tmp_path / "a.mha", (6, 5, 4))
+    _write_itk(tmp_path / "rgbish.nrrd", (6, 5, 4), components=2)
+    check_case(Case("a", [tmp_path / "a.mha"]), in_channels=1, spatial_dims=3)
+    check_case(Case("v", [tmp_path / "rgbish.nrrd"]), in_channels=2, spatial_dims=3)
+    with pytest.raises(ValueError, match=r"a\.mha \(\+1\): expected 3 channel\(s\), got 2"):
+        check_case(Case("a", [tmp_path / "a.mha", tmp_path / "a.mha"]), in_channels=3, spatial_dims=3)
+    (tmp_path / "broken.mha").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match=r"broken\.mha: unreadable image"):
+        check_case(Case("b", [tmp_path / "broken.mha"]), in_channels=1, spatial_dims=3)

@@ -7,8 +7,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from medfocal.cli.evaluate import main as main_evaluate
 from medfocal.inference import evaluate_case, evaluate_folders
-from medfocal.inference.commands import main_evaluate
 
 AFFINE = np.diag([2.0, 1.0, 3.0, 1.0])  # voxel 6 mm^3
 

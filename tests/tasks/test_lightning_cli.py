@@ -1,4 +1,4 @@
-"""Tests for medfocal.tasks.lightning_cli.MedfocalCLI: `medfocal fit|validate` argv lists in tmp dirs."""
+"""Tests for medfocal.cli.lightning.MedfocalCLI: `medfocal fit|validate` argv lists in tmp dirs."""
 
 from __future__ import annotations
 

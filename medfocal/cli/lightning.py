@@ -1,0 +1,136 @@
+"""``MedfocalCLI``: LightningCLI with medfocal's defaults (checkpointing on the task metric, loggers, bars).
+
+``medfocal fit --config configs/<preset>.yaml`` runs through this class (moved here from
+``medfocal.tasks.lightning_cli``, which re-exports it). What it adds to LightningCLI:
+
+- model and data in subclass mode (``model: {class_path, init_args}``, ``data: {class_path, init_args}``);
+- a ``checkpoint`` group (``ModelCheckpoint``) whose ``monitor``/``mode`` come from the model's
+  ``monitor``/``monitor_mode`` attributes (``val/dice`` for segmentation, ``val/balanced_accuracy`` for
+  classification), saving the best and ``last.ckpt``;
+- default loggers TensorBoard + CSV under ``runs/`` (``trainer.logger`` in a config replaces them);
+- ``LearningRateMonitor`` (when a logger is on) and ``RichProgressBar`` (on a terminal; TQDM otherwise);
+- ``config.yaml`` saved next to the logs, overwritten on re-runs instead of failing.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from pytorch_lightning import LightningDataModule, LightningModule, Trainer
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from pytorch_lightning.callbacks.progress import ProgressBar
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+
+__all__ = ["DEFAULT_TRAINER", "MedfocalCLI"]
+
+# plain class_path dicts, not lazy instances: each run (also several in one process) gets new loggers
+DEFAULT_TRAINER: dict[str, Any] = {
+    "logger": [
+        {
+            "class_path": "pytorch_lightning.loggers.TensorBoardLogger",
+            "init_args": {"save_dir": "runs", "name": "medfocal"},
+        },
+        {
+            "class_path": "pytorch_lightning.loggers.CSVLogger",
+            "init_args": {"save_dir": "runs/medfocal", "name": "csv"},
+        },
+    ],
+    "log_every_n_steps": 10,
+}
+
+
+def _monitor_of(model: LightningModule) -> str | None:
+    return getattr(model, "monitor", None)
+
+
+def _mode_of(model: LightningModule) -> str:
+    return getattr(model, "monitor_mode", "max")
+
+
+def _description() -> str:
+    return "medfocal: " + (MedfocalCLI.__doc__ or "").splitlines()[0]
+
+
+def _epilog() -> str:
+    from medfocal.nets import list_models
+    from medfocal.presets import list_presets
+
+    return (
+        f"presets (--config NAME, several --config merge in order): {', '.join(list_presets())}. "
+        f"Networks by name (medfocal.nets.create_model): {', '.join(list_models())}."
+    )
+
+
+class MedfocalCLI(LightningCLI):
+    """LightningCLI for medfocal's task modules and datamodules (see the module docstring).
+
+    Example:
+        >>> MedfocalCLI(args=["fit", "--config", "configs/demo.yaml"])  # doctest: +SKIP
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("model_class", LightningModule)
+        kwargs.setdefault("subclass_mode_model", True)
+        kwargs.setdefault("datamodule_class", LightningDataModule)
+        kwargs.setdefault("subclass_mode_data", True)
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("trainer_defaults", DEFAULT_TRAINER)
+        kwargs.setdefault("seed_everything_default", 42)
+        # keyed by subcommand: LightningCLI gives these to `fit`, `validate`, ... (their --help shows them)
+        per_command = {"description": _description(), "epilog": _epilog()}
+        commands = ("fit", "validate", "test", "predict")
+        kwargs.setdefault("parser_kwargs", {"prog": "medfocal", **{c: dict(per_command) for c in commands}})
+        super().__init__(*args, **kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.save_last": True,
+                "checkpoint.save_top_k": 1,
+                # no metric name in the file name: "val/dice" would create a sub-folder
+                "checkpoint.filename": "best-epoch{epoch:03d}",
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+        parser.link_arguments("model", "checkpoint.monitor", compute_fn=_monitor_of, apply_on="instantiate")
+        parser.link_arguments("model", "checkpoint.mode", compute_fn=_mode_of, apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        """Hand top-level ``optimizer:``/``lr_scheduler:`` blocks to the module's injected callables.
+
+        LightningCLI would otherwise patch ``configure_optimizers`` (losing the module's scheduler
+        settings); moving the blocks into ``model.init_args`` keeps one code path and records them in
+        the checkpoint's hyperparameters.
+        """
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        if config is None:
+            return
+        init_args = config.get("model", {}).get("init_args")
+        if init_args is None:
+            return
+        for key in ("optimizer", "lr_scheduler"):
+            if config.get(key) is not None and key in init_args:
+                init_args[key] = config[key]
+                config[key] = None
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """Add the default progress bar and learning-rate monitor unless the config already has them."""
+        config = self._get(self.config_init, "trainer", default={})
+        callbacks = config.get("callbacks") or []
+        callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
+        show_bar = config.get("enable_progress_bar", True) is not False
+        if show_bar and sys.stdout.isatty() and not any(isinstance(c, ProgressBar) for c in callbacks):
+            callbacks.append(RichProgressBar())
+        has_logger = config.get("logger", True) is not False
+        if has_logger and not any(isinstance(c, LearningRateMonitor) for c in callbacks):
+            callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+        if config.get("fast_dev_run"):
+            # Lightning's on_train_end writes last.ckpt even under fast_dev_run; keep dry runs dry
+            extra = [self._get(self.config_init, k) for k in self._parser(self.subcommand).callback_keys]
+            for callback in [*callbacks, *extra]:
+                if isinstance(callback, ModelCheckpoint):
+                    callback.save_last = False
+        kwargs.setdefault("callbacks", callbacks)
+        return super().instantiate_trainer(**kwargs)

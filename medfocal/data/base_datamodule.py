@@ -1,0 +1,194 @@
+"""The datamodule base: layout, preprocessing, class names, splits, validation, datasets and loaders.
+
+Task datamodules (:class:`~medfocal.data.SegmentationDataModule`,
+:class:`~medfocal.data.ClassificationDataModule`) add what differs: class names and counts, transforms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from monai.data import DataLoader
+
+from medfocal.data.checks import CaseSummary, validate_records
+from medfocal.data.layouts import Layout, MedMNISTLayout, detect_layout
+from medfocal.data.loading import LoaderConfig, make_dataset, make_loader, split_records
+from medfocal.data.transforms import PreprocessingSpec, inference_transforms
+
+__all__ = ["BaseDataModule"]
+
+
+class BaseDataModule(pl.LightningDataModule):
+    """Shared layout resolution, seeded splits, caching and loaders (settings in :class:`LoaderConfig`)."""
+
+    task = "base"
+
+    def __init__(
+        self,
+        layout: Layout | str,
+        preprocessing: PreprocessingSpec | None,
+        class_names: list[str] | None,
+        loading: LoaderConfig,
+    ) -> None:
+        super().__init__()
+        self.layout = detect_layout(layout) if isinstance(layout, (str, Path)) else layout
+        self._spec_arg = preprocessing
+        self._class_names_arg = list(class_names) if class_names is not None else None
+        self.loading = loading
+        self._records: list[dict[str, Any]] | None = None
+        self._splits: dict[str, list[dict[str, Any]]] | None = None
+        self._datasets: dict[str, Any] = {}
+        self._counts: torch.Tensor | None = None
+
+    @property
+    def batch_size(self) -> int:
+        """Training batch size (settable: Lightning's batch-size finder writes it)."""
+        return self.loading.batch_size
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        self.loading.batch_size = int(value)
+
+    # -- records and splits ------------------------------------------------------------------------
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        """All items of the layout (loaded once)."""
+        if self._records is None:
+            self._records = self.layout.records()
+        return self._records
+
+    def _stratify_labels(self, records: list[dict[str, Any]]) -> np.ndarray | None:
+        return None
+
+    @property
+    def splits(self) -> dict[str, list[dict[str, Any]]]:
+        """``{"train": [...], "val": [...], "test": [...]}``: explicit splits of the layout, else seeded."""
+        if self._splits is None:
+            self._splits = split_records(self.records, self.loading, self._stratify_labels)
+        return self._splits
+
+    # -- contract attributes -------------------------------------------------------------------------
+
+    @property
+    def preprocessing(self) -> PreprocessingSpec:
+        """The preprocessing spec (given, or the generic default for the layout's dimensionality)."""
+        if self._spec_arg is None:
+            self._spec_arg = self._default_spec()
+        return self._spec_arg
+
+    def _default_spec(self) -> PreprocessingSpec:
+        return PreprocessingSpec()
+
+    @property
+    def spatial_dims(self) -> int:
+        """2 or 3."""
+        return int(self.preprocessing.spatial_dims)
+
+    @property
+    def num_classes(self) -> int:
+        """``len(class_names)``."""
+        return len(self.class_names)
+
+    @property
+    def class_names(self) -> list[str]:
+        raise NotImplementedError
+
+    @property
+    def in_channels(self) -> int:
+        """Image channels, from the layout when it declares them, else from the first training image."""
+        declared = self.layout.in_channels()
+        if declared is not None:
+            return declared
+        if not hasattr(self, "_in_channels"):
+            first = (self.splits["train"] or self.records)[0]
+            item = inference_transforms(self.preprocessing, ("image",), load=self._load)(
+                {"image": first["image"]}
+            )
+            self._in_channels = int(item["image"].shape[0])
+        return self._in_channels
+
+    @property
+    def _load(self) -> bool:
+        return not isinstance(self.layout, MedMNISTLayout)
+
+    def describe(self) -> str:
+        """The layout and where it reads from."""
+        return self.layout.describe()
+
+    # -- validation ----------------------------------------------------------------------------------
+
+    def _declared_num_classes(self) -> int | None:
+        return len(self._class_names_arg) if self._class_names_arg else None
+
+    def validate(self, full: bool = True, raise_on_error: bool = True) -> tuple[list[CaseSummary], list[str]]:
+        """Run :func:`medfocal.data.checks.validate_records` over every split.
+
+        Raises:
+            DataValidationError: problems found (all listed, each naming its file).
+        """
+        tagged = [dict(r, split=s) for s in ("train", "val", "test") for r in self.splits[s]]
+        return validate_records(
+            tagged,
+            self.preprocessing,
+            num_classes=self._declared_num_classes(),
+            in_channels=self.layout.in_channels(),
+            full=full,
+            raise_on_error=raise_on_error,
+            source=self.describe(),
+        )
+
+    # -- datasets and loaders ------------------------------------------------------------------------
+
+    def _dataset(self, records: list[dict[str, Any]], transform: Any, cache: bool) -> Any:
+        return make_dataset(records, transform, self.loading, cache)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Split, validate (``check``) and build the datasets of ``stage``."""
+        if self.loading.check != "none" and not getattr(self, "_checked", False):
+            self.validate(full=self.loading.check == "full")
+            self._checked = True
+        if stage in ("fit", None):
+            if not self.splits["train"]:
+                raise ValueError(f"{self.describe()}: empty training split")
+            self._datasets["train"] = self._dataset(self.splits["train"], self.train_transform(), cache=True)
+        if stage in ("fit", "validate", None) and self.splits["val"]:
+            keys = self._keys(self.splits["val"])
+            self._datasets["val"] = self._dataset(self.splits["val"], self.val_transform(keys), cache=True)
+        if stage in ("test", "predict", None):
+            test = self.splits["test"] or self.splits["val"]
+            keys = self._keys(test)
+            self._datasets["test"] = self._dataset(test, self.val_transform(keys), cache=False)
+
+    def _keys(self, records: list[dict[str, Any]]) -> tuple[str, ...]:
+        return ("image", "label") if records and all("label" in r for r in records) else ("image",)
+
+    def train_transform(self) -> Any:
+        raise NotImplementedError
+
+    def val_transform(self, keys: Sequence[str] | None = None) -> Any:
+        raise NotImplementedError
+
+    def _loader(self, name: str, batch_size: int, shuffle: bool, sampler: Any = None) -> DataLoader:
+        if name not in self._datasets:
+            self.setup({"train": "fit", "val": "validate", "test": "test"}[name])
+        return make_loader(self._datasets[name], batch_size, self.loading, shuffle, sampler)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if not self.splits["val"]:
+            return []
+        return self._loader("val", self.loading.val_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.loading.val_batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", self.loading.val_batch_size, shuffle=False)
