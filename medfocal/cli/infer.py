@@ -56,7 +56,7 @@ def parser() -> argparse.ArgumentParser:
             "output_dir": {"metavar": "OUTPUT"},
         },
     )
-    add_signature_options(p, Predictor.__init__, skip=("model", "info"))
+    add_signature_options(p, Predictor.__init__, skip=("model", "card"))
     p.add_argument(
         "--threads", type=int, default=0, help="torch CPU threads for the model (0: torch's default)"
     )
