@@ -121,3 +121,31 @@ def test_renders_in_headless_chromium(page, tmp_path):
     ids = [c.case_id for c in cases]
     assert probe["asc"] == [ids[1], "case_d", ids[0], "case_c"]
     assert probe["desc"] == [ids[0], "case_d", ids[1], "case_c"]  # NaN stays last
+
+
+def test_infer_report_rows(tmp_path):
+    """``report.csv`` of infer (no Dice): rows keep their order, volumes and counts get box plots."""
+    rows = [
+        {
+            "case": "b",
+            "status": "ok",
+            "lesion_components": 2,
+            "lesion_volume_ml": 1.25,
+            "lesion_max_prob": 0.9,
+        },
+        {
+            "case": "a",
+            "status": "ok",
+            "lesion_components": 0,
+            "lesion_volume_ml": 0.0,
+            "lesion_max_prob": 0.2,
+        },
+        {"case": "c", "status": "failed", "error": "c.nii.gz: unreadable image"},
+    ]
+    text = write_html_report(rows, tmp_path / "report.html").read_text()
+    assert _case_order(text) == ["b", "a", "c"]
+    assert 'class="plot"' in text
+    summary = text.split('<table class="summary">')[1].split("</table>")[0]
+    assert "<td>lesion_volume_ml</td><td>all</td><td>2</td><td>0.625</td>" in summary
+    assert '<th data-type="str" title="click to sort">status</th>' in text
+    assert '<th data-type="num" title="click to sort">lesion_volume_ml</th>' in text
