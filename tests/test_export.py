@@ -139,3 +139,54 @@ def test_onnx_without_card(tmp_path):
     assert onnx.load(str(path)).graph.node
     with pytest.raises(ValueError, match=r"plain\.onnx: no 'medfocal_card' metadata"):
         load_onnx(path)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_classification_2d_export(tmp_path, fmt):
+    """A 2D classifier: ``(B, C)`` logits, dynamic batch, the card says classification."""
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime", reason=_REASON)
+    from medfocal.nets import create_model
+
+    torch.manual_seed(0)
+    net = create_model("resnet18", spatial_dims=2, in_channels=3, out_channels=4, widen_factor=0.25)
+    with torch.no_grad():  # off the zero-initialised head, so outputs depend on the input
+        for p in net.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    ckpt = save_checkpoint(
+        tmp_path / "cls.ckpt",
+        net,
+        net._medfocal_spec,
+        task="classification",
+        class_names=["a", "b", "c", "d"],
+        in_channels=3,
+        spatial_dims=2,
+        preprocessing={"modality": "rgb", "spatial_dims": 2, "resize": [64, 64]},
+    )
+    export = export_onnx if fmt == "onnx" else export_torchscript
+    info, exported = load_model(export(ckpt, tmp_path / f"cls.{fmt}", spatial_size=(64, 64)))
+    assert info.task == "classification" and info.class_names == ["a", "b", "c", "d"]
+    x = torch.randn(5, 3, 64, 64)
+    with torch.no_grad():
+        want, got = load_checkpoint(ckpt)[1](x), exported(x)
+    assert got.shape == (5, 4)
+    assert want.std(0).min() > 1e-3  # the comparison is not between constants
+    scale = float(want.abs().max())  # random weights without training: logits far from 1
+    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5 * max(1.0, scale))
+
+
+def test_export_check_refuses_a_mismatch(tmp_path):
+    """The export check compares at another batch and size and names the file and the difference."""
+    from medfocal.export import _check
+
+    torch.manual_seed(0)
+    net, other = torch.nn.Conv3d(1, 2, 1), torch.nn.Conv3d(1, 2, 1)
+    example = torch.randn(1, 1, 8, 8, 4)
+    _check(net, net, example, tmp_path / "m.onnx")  # identical: passes
+    with pytest.raises(
+        ValueError, match=r"m\.onnx: exported network differs .* on input \(2, 1, 16, 16, 8\)"
+    ):
+        _check(other, net, example, tmp_path / "m.onnx")
+    fixed = torch.nn.Sequential(net, torch.nn.AdaptiveAvgPool3d((8, 8, 4)))  # as if traced at one size
+    with pytest.raises(ValueError, match=r"shapes \(2, 2, 16, 16, 8\) vs \(2, 2, 8, 8, 4\)"):
+        _check(fixed, net, example, tmp_path / "m.onnx")
