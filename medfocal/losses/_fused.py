@@ -76,10 +76,10 @@ class FusedSoftmaxIndexLoss(torch.autograd.Function):
         p = torch.softmax(x, dim=1)
         idx1 = index.unsqueeze(1)
         p_t = p.gather(1, idx1).squeeze(1)
-        logp_t = _log_p_t(x, p_t, idx1)
         total = x.new_zeros(())
         h = None  # dL/dlog p_t, then plus the region's p_t * dL/dTP_t
-        if lambda_f > 0:
+        if lambda_f > 0:  # (a pure region loss, e.g. FocalTverskyLoss, needs no log p_t)
+            logp_t = _log_p_t(x, p_t, idx1)
             scale = lambda_f / norm if isinstance(norm, float) else lambda_f / norm.clamp_min(1e-12)
             weight_v = None if factor is None else factor.take(index)
             if valid is not None:
