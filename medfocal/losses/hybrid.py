@@ -136,7 +136,7 @@ class DiceFocalLoss(_RegionFocalLoss):
     ``(B, C, *spatial)``. Output: scalar.
 
     Softmax with class indices takes one fused pass (softmax once, ``p_t`` gathered once and shared by the
-    focal term and the soft TP, no one-hot, analytic gradient): about 4-5x faster than MONAI's
+    focal term and the soft TP, no one-hot, analytic gradient): about 3x faster than MONAI's
     ``DiceFocalLoss`` on CPU with a ninth of the saved memory (``bench/losses.py``); double backward raises.
 
     Args:
