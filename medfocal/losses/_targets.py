@@ -145,7 +145,7 @@ def _check_index_values(
         lo, hi = torch.aminmax(index)  # one pass for both bounds
         return (lo < 0) | (hi >= n_labels)
 
-    check_values("range", index, bad, message)
+    check_values(f"range {n_labels}", index, bad, message)
 
 
 def _check_dense_values(dense: Tensor, activation: str) -> None:

@@ -112,3 +112,34 @@ def test_every_bad_batch_is_checked_on_cpu():
     bad[1, 3, 3] = 3
     with pytest.raises(ValueError, match=r"class indices must lie in \[0, 2\].*\[0, 3\]"):
         loss(x, bad)
+
+
+def test_cuda_targets_are_checked_synchronously_once_per_shape_then_asynchronously(monkeypatch):
+    """The device-sync-free path, exercised without a GPU through a stand-in with ``is_cuda=True``."""
+    from types import SimpleNamespace
+
+    from medfocal.losses import _targets
+
+    monkeypatch.setattr(_targets, "_CHECKED_ON_DEVICE", set())
+    asserted: list[bool] = []
+    monkeypatch.setattr(torch, "_assert_async", lambda ok: asserted.append(bool(ok)))
+    target = SimpleNamespace(is_cuda=True, shape=(2, 4, 4), dtype=torch.long, device="cuda:0")
+    messages: list[str] = []
+
+    def message() -> str:
+        messages.append("m")
+        return "m"
+
+    def check(is_bad: bool) -> None:
+        _targets.check_values("range 3", target, lambda: torch.tensor(is_bad), message)
+
+    with pytest.raises(ValueError):  # first bad target of this shape: synchronous, full message
+        check(True)
+    check(False)  # first good one: synchronous, then remembered
+    assert asserted == [] and messages == ["m"]
+    check(False)
+    check(True)  # later ones: only the asynchronous assert, no host sync, no message built
+    assert asserted == [True, False] and messages == ["m"]
+    other = SimpleNamespace(is_cuda=True, shape=(2, 8, 8), dtype=torch.long, device="cuda:0")
+    with pytest.raises(ValueError):  # a new shape is checked synchronously again
+        _targets.check_values("range 3", other, lambda: torch.tensor(True), lambda: "new shape")
