@@ -1,32 +1,100 @@
-"""Benchmark: medfocal DiceFocalLoss (softmax) vs MONAI DiceFocalLoss(softmax=True, to_onehot_y=True).
+"""Benchmark: medfocal's focal-family losses against their MONAI counterparts, forward + backward.
 
-Forward + backward time and memory on float32 logits, repetitions interleaved (MONAI, medfocal, MONAI, ...)
-and medians reported, since the machines are shared and noisy.
+Pairs (softmax, class-index targets ``(B, 1, *spatial)``, float32 logits):
+
+- ``DiceFocalLoss`` vs MONAI ``DiceFocalLoss(softmax=True, to_onehot_y=True)`` (goal >= 4x on CPU with
+  2 threads, aim 6x; issue 19). MONAI's softmax=True uses a *sigmoid* focal term (MONAI issue 8242), so the
+  two do not compute the same value: the comparison is of what each library offers for "Dice + focal".
+- ``JaccardFocalLoss`` vs MONAI ``DiceLoss(jaccard=True) + FocalLoss(use_softmax=True)``.
+- ``FocalTverskyLoss`` (gamma 0.75) vs MONAI ``TverskyLoss(reduction="none") ** 0.75`` averaged.
+- ``UnifiedFocalLoss`` vs MONAI ``AsymmetricUnifiedFocalLoss`` on softmax probabilities (2 classes only:
+  MONAI supports no more).
+
+Times: repetitions interleaved (MONAI, medfocal, MONAI, ...), medians reported, since the machines are
+shared and noisy; the load average before and after is printed. ``bound`` is the memory-bandwidth floor:
+the bytes a loss must move at least (read the logits and the target, write the gradient) divided by the
+bandwidth of a large ``torch`` copy measured in the same run with the same threads.
 
 Memory: on CPU, the bytes of the tensors autograd saves for backward (distinct storages, counted through
-``torch.autograd.graph.saved_tensors_hooks``; this is what a loss keeps alive between forward and backward,
-on top of the logits). On CUDA, ``torch.cuda.max_memory_allocated`` during forward + backward minus the
-memory allocated before (logits, target).
+``torch.autograd.graph.saved_tensors_hooks``). On CUDA, ``torch.cuda.max_memory_allocated`` during
+forward + backward minus the memory allocated before (logits, target).
 
-Run: ``python bench/losses.py [--reps 7] [--device cpu|cuda|all] [--threads N]``.
-Note: MONAI's softmax=True DiceFocalLoss uses a *sigmoid* focal term (MONAI issue 8242), so the two losses
-do not compute the same value; the comparison is of what each library offers for "Dice + focal, softmax".
+Run: ``python bench/losses.py [--reps 9] [--device cpu|cuda|all] [--threads 2] [--only dice_focal]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
+from monai.losses import AsymmetricUnifiedFocalLoss, DiceLoss, TverskyLoss
 from monai.losses import DiceFocalLoss as MonaiDiceFocalLoss
+from monai.losses import FocalLoss as MonaiFocalLoss
+from torch import nn
 
-from medfocal.losses import DiceFocalLoss
+from medfocal.losses import DiceFocalLoss, FocalTverskyLoss, JaccardFocalLoss, UnifiedFocalLoss
 
 CASES = [(2, 3, 64, 64, 64), (16, 2, 256, 256)]
 # a GPU also gets volumes of the size it trains on, where the work is memory-bound rather than launch-bound
 CUDA_CASES = [*CASES, (2, 4, 128, 128, 128), (2, 4, 192, 192, 192)]
+
+
+class _MonaiJaccardFocal(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.jaccard = DiceLoss(softmax=True, to_onehot_y=True, jaccard=True)
+        self.focal = MonaiFocalLoss(to_onehot_y=True, use_softmax=True, gamma=2.0)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.jaccard(x, t) + self.focal(x, t)
+
+
+class _MonaiFocalTversky(nn.Module):
+    def __init__(self, gamma: float = 0.75) -> None:
+        super().__init__()
+        self.tversky = TverskyLoss(softmax=True, to_onehot_y=True, alpha=0.3, beta=0.7, reduction="none")
+        self.gamma = gamma
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.tversky(x, t).pow(self.gamma).mean()
+
+
+class _MonaiUnified(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.loss = AsymmetricUnifiedFocalLoss(to_onehot_y=True, num_classes=2)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.loss(torch.softmax(x, 1), t)  # MONAI's takes probabilities
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A medfocal loss, its MONAI counterpart, the goal ratio (or None) and the class counts it supports."""
+
+    name: str
+    ours: Callable[[], nn.Module]
+    monai: Callable[[], nn.Module]
+    goal: str = "-"
+    classes: tuple[int, ...] | None = None
+
+
+PAIRS = [
+    Pair(
+        "dice_focal",
+        lambda: DiceFocalLoss("softmax", gamma=2.0),
+        lambda: MonaiDiceFocalLoss(softmax=True, to_onehot_y=True, gamma=2.0),
+        ">=4x (6x)",
+    ),
+    Pair("jaccard_focal", lambda: JaccardFocalLoss("softmax", gamma=2.0), _MonaiJaccardFocal),
+    Pair("focal_tversky", lambda: FocalTverskyLoss("softmax", gamma=0.75), _MonaiFocalTversky),
+    Pair("unified_focal", lambda: UnifiedFocalLoss("softmax"), _MonaiUnified, classes=(2,)),
+]
 
 
 def saved_bytes(fn) -> int:
@@ -44,14 +112,17 @@ def saved_bytes(fn) -> int:
     return sum(seen.values())
 
 
-def step(loss, x, t, device):
-    x.grad = None
+def _sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
+
+
+def step(loss, x, t, device) -> float:
+    x.grad = None
+    _sync(device)
     start = time.perf_counter()
     loss(x, t).backward()
-    if device == "cuda":
-        torch.cuda.synchronize()
+    _sync(device)
     return time.perf_counter() - start
 
 
@@ -67,22 +138,41 @@ def memory(loss, x, t, device) -> int:
     return saved_bytes(lambda: loss(x, t))
 
 
-def run_case(shape, device: str, reps: int) -> dict:
+def bandwidth(device: str, reps: int = 9, mib: int = 256) -> float:
+    """Bytes per second of a large ``dst.copy_(src)`` (read + write counted), median of ``reps``."""
+    src = torch.ones(mib * 2**20 // 4, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    times = []
+    for _ in range(reps):
+        _sync(device)
+        start = time.perf_counter()
+        dst.copy_(src)
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return 2 * src.nbytes / statistics.median(times)
+
+
+def run_case(pair: Pair, shape, device: str, reps: int, bytes_per_s: float) -> dict:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=g).to(device).requires_grad_()
     t = torch.randint(0, shape[1], (shape[0], 1, *shape[2:]), generator=g).to(device)
-    ours = DiceFocalLoss("softmax", gamma=2.0)
-    monai = MonaiDiceFocalLoss(softmax=True, to_onehot_y=True, gamma=2.0)
+    ours, monai = pair.ours().to(device), pair.monai().to(device)
     for loss in (monai, ours):  # warm-up
         step(loss, x, t, device)
     times: dict[str, list[float]] = {"monai": [], "ours": []}
     for _ in range(reps):
         times["monai"].append(step(monai, x, t, device))
         times["ours"].append(step(ours, x, t, device))
+    # at least: read the logits and the target, write the gradient of the logits
+    must_move = 2 * x.numel() * x.element_size() + t.numel() * t.element_size()
     return {
+        "loss": pair.name,
         "case": f"{tuple(shape)} {device}",
         "monai_s": statistics.median(times["monai"]),
         "ours_s": statistics.median(times["ours"]),
+        "bound_s": must_move / bytes_per_s,
+        "goal": pair.goal,
         "monai_mb": memory(monai, x, t, device) / 2**20,
         "ours_mb": memory(ours, x, t, device) / 2**20,
     }
@@ -90,31 +180,40 @@ def run_case(shape, device: str, reps: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--reps", type=int, default=9)
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (issue 19: 2)")
+    parser.add_argument("--only", nargs="*", default=None, help="loss names (default: all pairs)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
-    memory_kind = "saved-for-backward MiB (CPU) / peak allocated MiB (CUDA)"
+    pairs = [p for p in PAIRS if args.only is None or p.name in args.only]
     print(
-        f"torch {torch.__version__}, threads {torch.get_num_threads()}, {args.reps} interleaved reps, medians"
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, {args.reps} interleaved reps, "
+        f"medians; load average before: {os.getloadavg()[0]:.1f}"
     )
     header = (
-        f"{'case':<28}{'MONAI ms':>10}{'medfocal ms':>13}{'ratio':>8}{'MONAI MiB':>11}{'medfocal MiB':>14}"
+        f"{'loss':<15}{'case':<26}{'MONAI ms':>9}{'ours ms':>9}{'ratio':>7}{'goal':>11}"
+        f"{'bound ms':>10}{'ours/bound':>11}{'MONAI MiB':>10}{'ours MiB':>9}"
     )
     print(header)
     print("-" * len(header))
     for device in devices:
+        bytes_per_s = bandwidth(device)
         for shape in CUDA_CASES if device == "cuda" else CASES:
-            r = run_case(shape, device, args.reps)
-            print(
-                f"{r['case']:<28}{r['monai_s'] * 1e3:>10.1f}{r['ours_s'] * 1e3:>13.1f}"
-                f"{r['monai_s'] / r['ours_s']:>7.1f}x{r['monai_mb']:>11.1f}{r['ours_mb']:>14.1f}"
-            )
-    print(f"memory: {memory_kind}")
+            for pair in pairs:
+                if pair.classes is not None and shape[1] not in pair.classes:
+                    continue
+                r = run_case(pair, shape, device, args.reps, bytes_per_s)
+                print(
+                    f"{r['loss']:<15}{r['case']:<26}{r['monai_s'] * 1e3:>9.1f}{r['ours_s'] * 1e3:>9.1f}"
+                    f"{r['monai_s'] / r['ours_s']:>6.1f}x{r['goal']:>11}{r['bound_s'] * 1e3:>10.2f}"
+                    f"{r['ours_s'] / r['bound_s']:>10.1f}x{r['monai_mb']:>10.1f}{r['ours_mb']:>9.1f}"
+                )
+        print(f"{device}: copy bandwidth {bytes_per_s / 1e9:.1f} GB/s (read + write)")
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
+    print("memory: saved-for-backward MiB (CPU) / peak allocated MiB (CUDA)")
 
 
 if __name__ == "__main__":

@@ -76,10 +76,10 @@ class FusedSoftmaxIndexLoss(torch.autograd.Function):
         p = torch.softmax(x, dim=1)
         idx1 = index.unsqueeze(1)
         p_t = p.gather(1, idx1).squeeze(1)
-        logp_t = _log_p_t(x, p_t, idx1)
         total = x.new_zeros(())
         h = None  # dL/dlog p_t, then plus the region's p_t * dL/dTP_t
-        if lambda_f > 0:
+        if lambda_f > 0:  # (a pure region loss, e.g. FocalTverskyLoss, needs no log p_t)
+            logp_t = _log_p_t(x, p_t, idx1)
             scale = lambda_f / norm if isinstance(norm, float) else lambda_f / norm.clamp_min(1e-12)
             weight_v = None if factor is None else factor.take(index)
             if valid is not None:
@@ -100,10 +100,10 @@ class FusedSoftmaxIndexLoss(torch.autograd.Function):
             if grads is not None:
                 a_bc = torch.zeros_like(stats.tp) if grads[0] is None else grads[0] * lambda_r
                 s_bc = torch.zeros_like(stats.tp) if grads[1] is None else grads[1] * lambda_r
-                a_t = a_bc.gather(1, idx).view(p_t.shape).mul_(p_t)
+                a_t = a_bc.gather(1, idx).view(p_t.shape)
                 if valid is not None:
                     a_t.mul_(valid)
-                h = a_t if h is None else h.add_(a_t)
+                h = a_t.mul_(p_t) if h is None else h.addcmul_(a_t, p_t)  # h += q p_t A_t, one pass
         if need_grad:
             if h is None:
                 h = torch.zeros_like(p_t)
@@ -131,7 +131,9 @@ def _flush_subnormal_(t: Tensor) -> Tensor:
     numerically, but every CPU kernel of the network's backward that meets them runs on a slow path
     (a 3D U-Net step measured 3.5 s instead of 0.1 s), so they are flushed where they are made.
     """
-    return t.masked_fill_(t.abs() < _FLUSH_BELOW, 0.0)
+    # hardshrink is the flush in one pass (abs, compare and masked_fill were three, and 20% of the loss);
+    # it keeps NaN and inf, so a broken gradient still shows
+    return torch.hardshrink(t, _FLUSH_BELOW, out=t)
 
 
 class _FlushTinyGrad(torch.autograd.Function):
@@ -143,7 +145,7 @@ class _FlushTinyGrad(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
-        return grad.masked_fill(grad.abs() < _FLUSH_BELOW, 0.0)
+        return torch.hardshrink(grad, _FLUSH_BELOW)
 
 
 def flush_tiny_grad(x: Tensor) -> Tensor:
@@ -162,12 +164,22 @@ def _focal_value_and_grad(
             grad = torch.full_like(p_t, -1.0) if weight_v is None else weight_v.neg()
         return value, grad
     base = torch.sub(1.0, p_t).clamp_min_(torch.finfo(p_t.dtype).tiny)
-    mod = base * base if gamma == 2 else _pow(base, gamma)
+    if gamma >= 1:
+        # d/dlog p [-(1 - p)^g log p] = (1 - p)^(g-1) (g p log p - (1 - p)): no division, one pass fewer
+        below = base if gamma == 2 else (None if gamma == 1 else _pow(base, gamma - 1))
+        mod = base if below is None else below * base
+    else:
+        below, mod = None, _pow(base, gamma)
     weighted = mod if weight_v is None else mod * weight_v
     value = -torch.dot(weighted.reshape(-1), logp_t.reshape(-1))
     if not need_grad:
         return value, None
-    # d/dlog p [-(1 - p)^g log p] = (1 - p)^g (g p log p / (1 - p) - 1)
+    if gamma >= 1:
+        grad = torch.mul(p_t, logp_t).mul_(gamma).sub_(base)
+        if below is not None:
+            grad.mul_(below)
+        return value, grad if weight_v is None else grad.mul_(weight_v)
+    # gamma < 1: (1 - p)^g (g p log p / (1 - p) - 1), finite where 1 - p is clamped at tiny
     grad = torch.mul(p_t, logp_t).mul_(gamma).div_(base).sub_(1.0).mul_(weighted)
     return value, grad
 

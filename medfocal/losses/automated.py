@@ -7,12 +7,15 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from medfocal.losses._targets import check_non_negative
 from medfocal.losses.focal import FocalLoss
+from medfocal.losses.registry import register_loss
 from medfocal.losses.weights import AlphaSpec
 
 __all__ = ["AutomatedFocalLoss"]
 
 
+@register_loss("automated_focal")
 class AutomatedFocalLoss(FocalLoss):
     """Focal loss whose gamma follows the running probability of the correct class.
 
@@ -57,6 +60,7 @@ class AutomatedFocalLoss(FocalLoss):
         momentum: float = 0.95,
         gamma_init: float = 2.0,
     ) -> None:
+        gamma_init = check_non_negative("gamma_init", gamma_init)
         super().__init__(activation, gamma_init, alpha, weight, ignore_index, label_smoothing, reduction,
                          include_background)  # fmt: skip
         if not 0.0 <= momentum < 1.0:

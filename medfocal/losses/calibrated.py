@@ -10,11 +10,13 @@ from torch import Tensor
 
 from medfocal.losses._targets import check_non_negative
 from medfocal.losses.focal import FocalLoss
+from medfocal.losses.registry import register_loss
 from medfocal.losses.weights import AlphaSpec
 
 __all__ = ["AdaFocalLoss", "FLSD53FocalLoss"]
 
 
+@register_loss("flsd53_focal")
 class FLSD53FocalLoss(FocalLoss):
     """Focal loss with the sample-dependent gamma "FLSD-53" of Mukhoti et al.
 
@@ -54,13 +56,14 @@ class FLSD53FocalLoss(FocalLoss):
         gamma_hard: float = 5.0,
         gamma_easy: float = 3.0,
     ) -> None:
+        gamma_hard = check_non_negative("gamma_hard", gamma_hard)
+        gamma_easy = check_non_negative("gamma_easy", gamma_easy)
         super().__init__(activation, gamma_easy, alpha, weight, ignore_index, label_smoothing, reduction,
                          include_background)  # fmt: skip
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold: expected a value in (0, 1), got {threshold}")
         self.threshold = float(threshold)
-        self.gamma_hard = check_non_negative("gamma_hard", gamma_hard)
-        self.gamma_easy = check_non_negative("gamma_easy", gamma_easy)
+        self.gamma_hard, self.gamma_easy = gamma_hard, gamma_easy
 
     def gamma_for(self, log_p_t: Tensor) -> Tensor:
         """Per-sample gamma from (detached) ``log p_t``."""
@@ -71,6 +74,7 @@ class FLSD53FocalLoss(FocalLoss):
         return lambda log_p_t, valid: self.gamma_for(log_p_t)
 
 
+@register_loss("adafocal")
 class AdaFocalLoss(FocalLoss):
     """AdaFocal: focal loss whose gamma is adapted per confidence bin from validation calibration.
 
@@ -121,6 +125,9 @@ class AdaFocalLoss(FocalLoss):
     ) -> None:
         super().__init__(activation, 0.0, alpha, weight, ignore_index, label_smoothing, reduction,
                          include_background)  # fmt: skip
+        for name, value in (("gamma_init", gamma_init), ("gamma_min", gamma_min), ("gamma_max", gamma_max)):
+            if not math.isfinite(value):  # may be negative (inverse focal), never NaN or infinite
+                raise ValueError(f"{name}: expected a finite value, got {value}")
         if n_bins < 1:
             raise ValueError(f"n_bins: expected an integer >= 1, got {n_bins}")
         if not gamma_min <= gamma_init <= gamma_max:

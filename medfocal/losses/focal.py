@@ -17,7 +17,6 @@ from torch import Tensor, nn
 
 from medfocal.losses._fused import flush_tiny_grad, fused_softmax_index_loss
 from medfocal.losses._targets import (
-    ACTIVATIONS,
     REDUCTIONS,
     Target,
     as_float,
@@ -26,6 +25,8 @@ from medfocal.losses._targets import (
     class_vector,
     normalise_target,
 )
+from medfocal.losses.activation import Activation, look_up_activation
+from medfocal.losses.registry import register_loss
 from medfocal.losses.weights import AlphaSpec, alpha_from_counts, parse_alpha
 
 __all__ = [
@@ -58,13 +59,13 @@ class Activated:
 
     @cached_property
     def logp(self) -> Tensor:
-        if self.activation == "softmax":
+        if self.activation == Activation.SOFTMAX:
             return F.log_softmax(self.x_flushed, dim=1)
         return F.logsigmoid(self.x_flushed)
 
     @cached_property
     def probs(self) -> Tensor:
-        if self.activation == "softmax":
+        if self.activation == Activation.SOFTMAX:
             return self.logp.exp()
         return torch.sigmoid(self.x_flushed)
 
@@ -259,6 +260,7 @@ def reduce_loss(terms: FocalTerms, reduction: str) -> Tensor:
     return total / max(norm, 1.0)
 
 
+@register_loss("focal")
 class FocalLoss(nn.Module):
     """Focal loss for logits, softmax (multi-class) or sigmoid (binary / multi-label), in log space.
 
@@ -325,12 +327,12 @@ class FocalLoss(nn.Module):
         include_background: bool = True,
     ) -> None:
         super().__init__()
-        self.activation = check_choice("activation", activation, ACTIVATIONS)
+        self.activation = look_up_activation(activation)
         self.reduction = check_choice("reduction", reduction, REDUCTIONS)
         self.gamma = check_non_negative("gamma", gamma)
         if not 0.0 <= label_smoothing <= 1.0:
             raise ValueError(f"label_smoothing: expected a value in [0, 1], got {label_smoothing}")
-        if label_smoothing > 0 and activation == "sigmoid":
+        if label_smoothing > 0 and activation == Activation.SIGMOID:
             raise ValueError(
                 "label_smoothing: only defined for activation='softmax', got activation='sigmoid'"
             )
@@ -363,7 +365,7 @@ class FocalLoss(nn.Module):
         alpha = self.alpha
         if alpha is not None:
             alpha = alpha.to(device=like.device, dtype=like.dtype)
-            if self.activation == "softmax" and alpha.ndim == 0:
+            if self.activation == Activation.SOFTMAX and alpha.ndim == 0:
                 alpha = torch.cat([(1.0 - alpha).reshape(1), alpha.expand(num_classes - 1)])
             elif alpha.ndim:
                 alpha = class_vector("alpha", alpha, num_classes, like)
@@ -371,14 +373,14 @@ class FocalLoss(nn.Module):
         if not self.include_background:
             keep = torch.ones(num_classes, dtype=like.dtype, device=like.device)
             keep[0] = 0.0
-            if self.activation == "softmax":
+            if self.activation == Activation.SOFTMAX:
                 alpha = keep if alpha is None else alpha * keep
         return alpha, weight
 
     def can_fuse(self, target: Target) -> bool:
         """True when the fused softmax/class-index path (:mod:`medfocal.losses._fused`) applies."""
         return (
-            self.activation == "softmax"
+            self.activation == Activation.SOFTMAX
             and target.index is not None
             and self.label_smoothing == 0
             and self._gamma_fn() is None
@@ -398,7 +400,7 @@ class FocalLoss(nn.Module):
         c = act.x.shape[1]
         alpha, weight = self.class_factors(c, act.x)
         valid = target.valid_as(act.x)
-        if self.activation == "softmax":
+        if self.activation == Activation.SOFTMAX:
             if target.index is not None:
                 return softmax_focal_index(
                     act.logp,

@@ -5,13 +5,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from medfocal.losses._targets import Target, check_activation_channels, check_choice, normalise_target
+from medfocal.losses._targets import Target, check_activation_channels, normalise_target
+from medfocal.losses.activation import Activation, look_up_activation
 from medfocal.losses.focal import Activated, modulating_factor
 from medfocal.losses.region import RegionStats, focal_power, soft_region_stats, tversky_loss
+from medfocal.losses.registry import register_loss
 
 __all__ = ["UnifiedFocalLoss"]
 
 
+@register_loss("unified_focal")
 class UnifiedFocalLoss(nn.Module):
     """Unified focal loss: a modified focal loss plus a modified focal Tversky loss (Yeung et al. 2022).
 
@@ -86,7 +89,7 @@ class UnifiedFocalLoss(nn.Module):
         smooth: float = 1e-6,
     ) -> None:
         super().__init__()
-        self.activation = check_choice("activation", activation, ("softmax", "sigmoid"))
+        self.activation = look_up_activation(activation)
         for name, value in (("weight", weight), ("delta", delta)):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name}: expected a value in [0, 1], got {value}")
@@ -102,7 +105,7 @@ class UnifiedFocalLoss(nn.Module):
 
     def _two_class(self, logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         """A single sigmoid channel as the 2-class softmax ``[0, x]`` (exact: ``softmax = [1 - p, p]``)."""
-        check_activation_channels("sigmoid", logits)
+        check_activation_channels(Activation.SIGMOID, logits)
         if logits.shape[1] != 1:
             raise ValueError(
                 "UnifiedFocalLoss with activation='sigmoid' supports a single channel (binary), "
@@ -148,10 +151,10 @@ class UnifiedFocalLoss(nn.Module):
             return self._forward(logits, target)
 
     def _forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        if self.activation == "sigmoid":
+        if self.activation == Activation.SIGMOID:
             logits, target = self._two_class(logits, target)
-        act = Activated(logits, "softmax")
-        t = normalise_target(act.x, target, "softmax", self.ignore_index)
+        act = Activated(logits, Activation.SOFTMAX)
+        t = normalise_target(act.x, target, Activation.SOFTMAX, self.ignore_index)
         total = act.x.new_zeros(())
         if self.weight > 0:
             total = total + self.weight * self.focal_part(act, t)

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from medfocal.losses.activation import Activation
+
 __all__ = ["class_balanced_alpha", "set_class_counts"]
 
 AlphaSpec = float | Sequence[float] | Tensor | str | None
@@ -83,7 +85,7 @@ def alpha_from_counts(counts: Sequence[float] | Tensor, activation: str, beta: f
     ``(negatives, positives)``; alpha is the positives' share of the two class-balanced weights, in (0, 1).
     """
     weights = class_balanced_alpha(counts, beta)
-    if activation == "softmax":
+    if activation == Activation.SOFTMAX:
         return weights
     if weights.numel() != 2:
         raise ValueError(

@@ -139,14 +139,15 @@ def test_extreme_logits_exact_cross_entropy(dtype):
     assert torch.isfinite(g).all()
 
 
-def test_fused_path_matches_unfused_reference(seg_shape):
+@pytest.mark.parametrize("gamma", [0.5, 1.0, 1.5, 2.0, 3.7])  # each branch of the fused focal gradient
+def test_fused_path_matches_unfused_reference(seg_shape, gamma):
     x, t = rand_case(seg_shape, ignore=7)
     w = torch.tensor([0.5, 1.0, 2.0], dtype=x.dtype)
-    loss = FocalLoss("softmax", gamma=1.5, alpha=[0.3, 0.3, 0.4], weight=w, ignore_index=7)
+    loss = FocalLoss("softmax", gamma=gamma, alpha=[0.3, 0.3, 0.4], weight=w, ignore_index=7)
     fused = loss(x, t)
     act = Activated(x, "softmax")
     nt = normalise_target(x, t, "softmax", 7)
-    terms = softmax_focal_index(act.logp, nt.index, nt.valid_as(x), 1.5, loss.alpha.double() * 1, w)
+    terms = softmax_focal_index(act.logp, nt.index, nt.valid_as(x), gamma, loss.alpha.double() * 1, w)
     ref = terms.loss.sum() / terms.normaliser
     torch.testing.assert_close(fused, ref)
     torch.testing.assert_close(torch.autograd.grad(fused, x)[0], torch.autograd.grad(ref, x)[0])

@@ -96,6 +96,55 @@ def test_absent_class_and_perfect_prediction_finite(cls, activation):
     assert float(value.detach()) < 1e-3
 
 
+def _focal_tversky_ref(p, y, alpha, beta, gamma, smooth=1e-5, batch=False, include_background=True):
+    """mean_{b,c} (1 - TI)^gamma, TI = (TP + s) / (TP + alpha FN + beta FP + s), written out directly."""
+    dims = (0, *range(2, p.ndim)) if batch else tuple(range(2, p.ndim))
+    tp = (p * y).sum(dims)
+    fn = ((1 - p) * y).sum(dims)
+    fp = (p * (1 - y)).sum(dims)
+    ti = (tp + smooth) / (tp + alpha * fn + beta * fp + smooth)
+    per_class = (1 - ti) ** gamma
+    return (per_class if include_background else per_class[..., 1:]).mean()
+
+
+@pytest.mark.parametrize("gamma", [0.75, 2.0, 1 / 3])
+@pytest.mark.parametrize(("batch", "include_background"), [(False, True), (True, False)])
+def test_focal_tversky_matches_formula(seg_shape, gamma, batch, include_background):
+    x, t = rand_case(seg_shape)
+    loss = FocalTverskyLoss(gamma=gamma, batch=batch, include_background=include_background)  # 0.7, 0.3
+    ref = _focal_tversky_ref(
+        torch.softmax(x, 1), one_hot(t, seg_shape[1]), 0.7, 0.3, gamma, batch=batch,
+        include_background=include_background,
+    )  # fmt: skip
+    torch.testing.assert_close(loss(x, t), ref)
+    # the gradient too (fused softmax/index path against autograd through the formula)
+    g = torch.autograd.grad(loss(x, t), x)[0]
+    g_ref = torch.autograd.grad(ref, x)[0]
+    torch.testing.assert_close(g, g_ref)
+
+
+def test_sigmoid_focal_tversky_matches_formula(seg_shape):
+    x, _ = rand_case(seg_shape)
+    y = (torch.rand(seg_shape) > 0.6).double()
+    loss = FocalTverskyLoss("sigmoid", gamma=0.75)(x, y)
+    torch.testing.assert_close(loss, _focal_tversky_ref(torch.sigmoid(x), y, 0.7, 0.3, 0.75))
+
+
+def test_sigmoid_jaccard_and_tversky_equal_monai(seg_shape):
+    x, _ = rand_case(seg_shape, dtype=torch.float32)
+    y = (torch.rand(seg_shape) > 0.6).float()
+    monai_jaccard = DiceLoss(sigmoid=True, jaccard=True, smooth_nr=2e-5, smooth_dr=2e-5)(x, y)
+    torch.testing.assert_close(region_only(JaccardFocalLoss, activation="sigmoid")(x, y), monai_jaccard)
+    monai_tversky = TverskyLoss(sigmoid=True, alpha=0.3, beta=0.7)(x, y)  # MONAI: alpha weighs FP
+    ours = region_only(TverskyFocalLoss, activation="sigmoid", tversky_alpha=0.7, tversky_beta=0.3)(x, y)
+    torch.testing.assert_close(ours, monai_tversky)
+    monai_no_bg = TverskyLoss(sigmoid=True, include_background=False)(x, y)
+    ours_no_bg = region_only(
+        TverskyFocalLoss, activation="sigmoid", tversky_alpha=0.5, tversky_beta=0.5, include_background=False
+    )(x, y)
+    torch.testing.assert_close(ours_no_bg, monai_no_bg)
+
+
 def test_focal_tversky_gamma1_is_tversky(seg_shape):
     x, t = rand_case(seg_shape)
     a = FocalTverskyLoss(gamma=1.0)(x, t)

@@ -73,7 +73,7 @@ def test_argument_errors():
         FocalLoss("relu")
     with pytest.raises(ValueError, match="reduction"):
         DiceFocalLoss(reduction="none")
-    with pytest.raises(ValueError, match="gamma: expected a value >= 0, got -1"):
+    with pytest.raises(ValueError, match=r"gamma: expected a finite value >= 0, got -1.0"):
         FocalLoss(gamma=-1)
     with pytest.raises(ValueError, match="label_smoothing"):
         FocalLoss("sigmoid", label_smoothing=0.1)

@@ -57,4 +57,12 @@ def test_auto_alpha_sigmoid_binary_and_checkpoint():
         set_class_counts(FocalLoss("sigmoid", alpha="auto"), torch.ones(3))
     # alpha is not persistent: a fresh "auto" loss loads the state dict and is resolved again later
     fresh = FocalLoss("sigmoid", alpha="auto")
+    assert "alpha" not in loss.state_dict()
     fresh.load_state_dict(loss.state_dict())
+    assert fresh.alpha is None and fresh.alpha_auto
+    x, y = torch.randn(2, 1, 4, 4), (torch.rand(2, 1, 4, 4) > 0.5).float()
+    with pytest.raises(ValueError, match="alpha='auto' is unresolved"):
+        fresh(x, y)
+    set_class_counts(fresh, torch.tensor([900.0, 100.0]))
+    torch.testing.assert_close(fresh.alpha, loss.alpha)
+    torch.testing.assert_close(fresh(x, y), loss(x, y))
