@@ -18,7 +18,6 @@ ONNX needs the ``onnx`` extra (``pip install "medfocal[onnx]"``: onnx, onnxrunti
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import warnings
 import zipfile
@@ -30,7 +29,7 @@ import torch
 from torch import nn
 
 from medfocal._optional import require
-from medfocal.inference.checkpoint import FORMAT_VERSION, CheckpointInfo, load_checkpoint
+from medfocal.inference.checkpoint import CheckpointInfo, load_checkpoint
 
 __all__ = [
     "CARD_FILE",
@@ -50,11 +49,8 @@ _AXES = ("x", "y", "z")
 
 
 def card_dict(info: CheckpointInfo) -> dict[str, Any]:
-    """The card as JSON types, readable by ``CheckpointInfo.from_dict`` (``checkpoint["medfocal"]`` keys)."""
-    card = {k: v for k, v in dataclasses.asdict(info).items() if k != "path"}
-    card["roi_size"] = list(info.roi_size) if info.roi_size else None
-    card["format_version"] = FORMAT_VERSION
-    return json.loads(json.dumps(card))
+    """The model card as JSON types (``ModelCard.to_dict``), readable by ``ModelCard.from_dict``."""
+    return json.loads(json.dumps(info.to_dict()))
 
 
 class _FirstOutput(nn.Module):

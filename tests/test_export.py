@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -190,3 +191,23 @@ def test_export_check_refuses_a_mismatch(tmp_path):
     fixed = torch.nn.Sequential(net, torch.nn.AdaptiveAvgPool3d((8, 8, 4)))  # as if traced at one size
     with pytest.raises(ValueError, match=r"shapes \(2, 2, 16, 16, 8\) vs \(2, 2, 8, 8, 4\)"):
         _check(fixed, net, example, tmp_path / "m.onnx")
+
+
+def test_export_and_infer_through_the_cli(unet_ckpt, lesion_cases, tmp_path, capsys):
+    """`medfocal export` then `medfocal infer -c model.onnx`: the same masks as the checkpoint."""
+    from medfocal.cli import main
+
+    onnx_path = tmp_path / "model.onnx"
+    assert main(["export", "-c", str(unet_ckpt), "-o", str(onnx_path)]) == 0
+    assert onnx_path.is_file()
+    images = lesion_cases / "imagesTs"
+    assert main(["infer", "-c", str(onnx_path), "-i", str(images), "-o", str(tmp_path / "onnx_out")]) == 0
+    assert main(["infer", "-c", str(unet_ckpt), "-i", str(images), "-o", str(tmp_path / "ckpt_out")]) == 0
+    masks = sorted((tmp_path / "ckpt_out").glob("*.nii.gz"))
+    assert masks
+    for mask in masks:
+        a = np.asarray(nib.load(mask).dataobj)
+        b = np.asarray(nib.load(tmp_path / "onnx_out" / mask.name).dataobj)
+        assert np.array_equal(a, b), mask.name
+    assert main(["export", "-c", str(unet_ckpt), "-o", str(tmp_path / "model.h5")]) == 2
+    assert "unknown format '.h5'; use .onnx or .pt" in capsys.readouterr().err

@@ -54,6 +54,7 @@ COMMANDS: dict[str, Command] = {
     "evaluate": Command("medfocal.cli.evaluate"),
     "check-data": Command("medfocal.cli.check_data", presets=True),
     "demo": Command("medfocal.cli.demo", presets=True),
+    "export": Command("medfocal.cli.export"),
 }
 EXTRA_COMMANDS = COMMANDS  # the former name
 LIGHTNING_COMMANDS: dict[str, str] = {

@@ -31,7 +31,6 @@ from torch import nn
 
 from medfocal.card import ModelCard
 from medfocal.inference.cases import Case, discover_cases
-from medfocal.inference.checkpoint import load_checkpoint
 from medfocal.inference.folder import PROBABILITY_FORMATS, InferenceResult, load_case, predict_folder
 from medfocal.inference.heads import HeadOptions, Prediction, head_for
 
@@ -122,10 +121,14 @@ class Predictor:
     ) -> Predictor:
         """Rebuild the network from a self-describing checkpoint (``weights_only=True``) and wrap it.
 
+        ``path`` may also be a model exported by ``medfocal export`` (``.onnx``, run by onnxruntime, or
+        TorchScript ``.pt``): the model card stored in the file gives the same preprocessing.
         ``trust=True`` allows a full unpickle when the safe load fails (own checkpoints only).
         Other keyword arguments go to :class:`Predictor`.
         """
-        card, model = load_checkpoint(path, trust=trust)
+        from medfocal.export import load_model
+
+        card, model = load_model(path, trust=trust)
         return cls(model, card, device=device, **kwargs)
 
     # ---- model passes -------------------------------------------------------------------------
