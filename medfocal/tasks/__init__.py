@@ -12,11 +12,13 @@ from __future__ import annotations
 from medfocal.tasks.calibration import AdaFocalCalibration, TemperatureScaling
 from medfocal.tasks.callbacks import GammaLogger
 from medfocal.tasks.classification import ClassificationModule
+from medfocal.tasks.detection import DetectionModule
 from medfocal.tasks.segmentation import SegmentationModule
 
 __all__ = [
     "AdaFocalCalibration",
     "ClassificationModule",
+    "DetectionModule",
     "GammaLogger",
     "SegmentationModule",
     "TemperatureScaling",
