@@ -19,7 +19,7 @@ from monai.networks.blocks.feature_pyramid_network import FeaturePyramidNetwork,
 from monai.networks.nets import resnet
 from torch import Tensor, nn
 
-from medfocal.nets.factory import record_init_args, register_model
+from medfocal.nets.factory import record_init_args
 from medfocal.nets.heads import prior_bias
 
 __all__ = ["DetectionRetinaNet", "ResNetFPN", "detection_size_divisible"]
@@ -95,9 +95,12 @@ class ResNetFPN(nn.Module):
         return self.fpn(features)
 
 
-@register_model("retinanet")
 class DetectionRetinaNet(RetinaNet):
     """MONAI ``RetinaNet`` on a ResNet-FPN built without torchvision, with the focal prior in the head.
+
+    Not in the name registry (its output is a dict of per-level maps, not one logits tensor, which the
+    registry's shared tests expect); build it by ``class_path: medfocal.nets.DetectionRetinaNet``, which
+    :func:`medfocal.nets.build_model` also rebuilds from the recorded spec.
 
     Output (``forward``): ``{"classification": [(B, A*C, *S_l)], "box_regression": [(B, A*2*dims, *S_l)]}``
     over ``num_levels = len(returned_layers) + 1`` pyramid levels (fine to coarse); MONAI's

@@ -88,6 +88,7 @@ class DetectionDataModule(pl.LightningDataModule):
     Args:
         layout: path of the VOC folder, COCO JSON or box JSON.
         class_names: class names (no background); default the names found (VOC: sorted; COCO: by id).
+        image_root: folder the image paths of a COCO / box JSON are relative to (default: the JSON's).
         modality: ``"rgb"``, ``"grey"`` (2D) or ``"ct"`` (3D).
         zoom: 2D resize factor (e.g. 0.5 for 640x480 smears -> 320x240).
         orientation: 3D axcodes (``"RAS"``), ``""`` keeps the stored orientation.
@@ -114,6 +115,7 @@ class DetectionDataModule(pl.LightningDataModule):
         self,
         layout: str | Path,
         class_names: Sequence[str] | None = None,
+        image_root: str | Path | None = None,
         modality: str = "rgb",
         zoom: float | None = None,
         orientation: str = "",
@@ -136,6 +138,7 @@ class DetectionDataModule(pl.LightningDataModule):
         self.save_hyperparameters()
         self.layout_path = Path(layout)
         self._class_names = list(class_names) if class_names is not None else None
+        self.image_root = image_root
         self._layout: BoxLayout | None = None
         self._splits: dict[str, list[BoxRecord]] | None = None
         self.modality = modality
@@ -158,7 +161,7 @@ class DetectionDataModule(pl.LightningDataModule):
     def layout(self) -> BoxLayout:
         """The parsed layout (read on first use)."""
         if self._layout is None:
-            self._layout = detect_box_layout(self.layout_path, self._class_names)
+            self._layout = detect_box_layout(self.layout_path, self._class_names, self.image_root)
         return self._layout
 
     @property

@@ -318,8 +318,12 @@ def _strip_suffixes(name: str) -> str:
     return name
 
 
-def detect_box_layout(path: str | Path, class_names: Sequence[str] | None = None) -> BoxLayout:
+def detect_box_layout(
+    path: str | Path, class_names: Sequence[str] | None = None, image_root: str | Path | None = None
+) -> BoxLayout:
     """Read ``path`` as VOC (a folder with ``Annotations/``), COCO JSON or MONAI box JSON.
+
+    ``image_root`` is the folder the JSON layouts' image paths are relative to (default: the JSON's).
 
     Raises:
         FileNotFoundError: the path does not exist.
@@ -336,5 +340,5 @@ def detect_box_layout(path: str | Path, class_names: Sequence[str] | None = None
         )
     data = json.loads(path.read_text())
     if isinstance(data, dict) and "annotations" in data and "images" in data:
-        return read_coco(path, class_names=class_names)
-    return read_box_json(path, class_names=class_names)
+        return read_coco(path, image_root=image_root, class_names=class_names)
+    return read_box_json(path, base_dir=image_root, class_names=class_names)

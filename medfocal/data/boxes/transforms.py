@@ -122,7 +122,8 @@ def _load(spec: BoxPreprocessing) -> list[Any]:
                 image_keys="image",
                 box_keys="boxes",
                 box_ref_image_keys="image",
-                zoom=spec.zoom,
+                # per axis: MONAI's ZoomBoxd(keep_size=False) fails on a scalar zoom
+                zoom=[float(spec.zoom)] * spec.spatial_dims,
                 keep_size=False,
             )
         )
