@@ -116,7 +116,11 @@ def test_box_json_splits_and_errors(tmp_path):
 
 def test_validate_boxes_messages():
     problems = validate_boxes(
-        np.array([[1, 1, 4, 4], [5, 5, 3, 9], [-3, 0, 5, 5]], dtype=float), np.array([0, 1, 4]), 3, (10, 10), "a.jpg"
+        np.array([[1, 1, 4, 4], [5, 5, 3, 9], [-3, 0, 5, 5]], dtype=float),
+        np.array([0, 1, 4]),
+        3,
+        (10, 10),
+        "a.jpg",
     )
     assert problems == [
         "a.jpg: box 1 [5.0, 5.0, 3.0, 9.0] has non-positive size on axis 0 (min 5.0 >= max 3.0)",
@@ -168,7 +172,9 @@ def test_train_transforms_keep_boxes_on_their_objects(tmp_path, seed):
                 if not cut:  # a whole object: its tight box
                     assert any(np.abs(np.asarray(f) - box).max() <= 1.0 for f in found), (box, found)
                 else:  # an object cut by the crop: the visible part lies inside the clipped box
-                    inside = [f for f in found if (f[:2] >= box[:2] - 1).all() and (f[2:] <= box[2:] + 1).all()]
+                    inside = [
+                        f for f in found if (f[:2] >= box[:2] - 1).all() and (f[2:] <= box[2:] + 1).all()
+                    ]
                     assert inside, (box, found)
             assert (boxes[:, 2:] > boxes[:, :2]).all()
             assert (boxes[:, :2] >= 0).all() and (boxes[:, 2:] <= [48, 40]).all()
@@ -205,7 +211,9 @@ def test_world_image_round_trip_is_exact_on_oblique_affines():
     np.testing.assert_allclose(image_boxes_to_world(vox, affine), world, atol=1e-9)
     # the centre goes through the inverse affine exactly
     centre = (vox[:, :3] + vox[:, 3:]) / 2
-    np.testing.assert_allclose((affine @ np.c_[centre, np.ones(2)].T).T[:, :3], (world[:, :3] + world[:, 3:]) / 2, atol=1e-9)
+    np.testing.assert_allclose(
+        (affine @ np.c_[centre, np.ones(2)].T).T[:, :3], (world[:, :3] + world[:, 3:]) / 2, atol=1e-9
+    )
     # LPS world (LUNA16): x and y negated
     lps = world * np.array([-1, -1, 1, -1, -1, 1])
     lps = np.c_[np.minimum(lps[:, :3], lps[:, 3:]), np.maximum(lps[:, :3], lps[:, 3:])]
@@ -216,19 +224,30 @@ def test_world_boxes_equal_monai_on_axis_aligned_affines():
     from monai.apps.detection.transforms.dictionary import AffineBoxToImageCoordinated
     from monai.data import MetaTensor
 
-    affine = np.array([[-0.7, 0, 0, 30.0], [0, 0, 1.25, -4.0], [0, 0.8, 0, 11.0], [0, 0, 0, 1]])  # flip + permute
+    affine = np.array(
+        [[-0.7, 0, 0, 30.0], [0, 0, 1.25, -4.0], [0, 0.8, 0, 11.0], [0, 0, 0, 1]]
+    )  # flip + permute
     boxes = torch.tensor([[1.0, -8.0, 12.0, 9.0, 4.0, 20.0]])
     image = MetaTensor(torch.zeros(1, 8, 8, 8), affine=torch.as_tensor(affine))
     ours = WorldBoxToImaged("boxes", "image")({"image": image, "boxes": boxes})["boxes"]
     monai = AffineBoxToImageCoordinated("boxes", "image")({"image": image, "boxes": boxes})["boxes"]
-    torch.testing.assert_close(torch.as_tensor(ours).float(), torch.as_tensor(monai).float(), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        torch.as_tensor(ours).float(), torch.as_tensor(monai).float(), atol=1e-4, rtol=0
+    )
 
 
 @pytest.mark.parametrize("oblique", [True, False])
 def test_nodule_boxes_land_on_the_nodules_after_orientation_and_spacing(tmp_path, oblique):
     """Synthetic CT (oblique, x-flipped affine): the image-space box of each nodule after RAS + resampling."""
-    root = make_nodule_volumes(tmp_path, n=(2, 0, 0), shape=(40, 40, 20), nodules_per_volume=(1, 1),
-                               radius_mm=(4.0, 5.0), oblique=oblique, seed=3)
+    root = make_nodule_volumes(
+        tmp_path,
+        n=(2, 0, 0),
+        shape=(40, 40, 20),
+        nodules_per_volume=(1, 1),
+        radius_mm=(4.0, 5.0),
+        oblique=oblique,
+        seed=3,
+    )
     dm = DetectionDataModule(root / "dataset.json", modality="ct", orientation="RAS", spacing=[1.0, 1.0, 1.5])
     transform = detection_transforms(dm.preprocessing)
     for rec in dm.layout.splits["train"]:
@@ -259,7 +278,9 @@ def test_datamodule_splits_counts_and_collate(tmp_path):
     assert dm.in_channels == 3 and dm.spatial_dims == 2
     batch = next(iter(dm.val_dataloader()))
     assert batch["image"].shape == (2, 3, 64, 48) and type(batch["image"]) is torch.Tensor
-    assert [b.shape[1] for b in batch["boxes"]] == [4, 4] and all(type(b) is torch.Tensor for b in batch["boxes"])
+    assert [b.shape[1] for b in batch["boxes"]] == [4, 4] and all(
+        type(b) is torch.Tensor for b in batch["boxes"]
+    )
     assert batch["affine"][0].shape == (3, 3) and batch["spatial_size"] == [[64, 48], [64, 48]]
 
 
@@ -279,3 +300,14 @@ def test_docstring_examples():
 
     result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_images_smaller_than_the_patch_are_padded_at_the_end(tmp_path):
+    rec = read_voc(_tiny_voc(tmp_path)).splits["train"][0]
+    transform = detection_transforms(
+        BoxPreprocessing(modality="rgb"), train=True, patch_size=[32, 16], flip_prob=0.0
+    )
+    (data,) = transform(rec.as_dict())
+    assert tuple(data["image"].shape) == (3, 32, 16)
+    np.testing.assert_allclose(data["boxes"].numpy(), [[3, 2, 8, 6]])
+    assert float(data["image"][:, 20:].abs().sum()) == 0.0

@@ -20,8 +20,9 @@ TINY = {"layers": [1, 1, 1, 1], "block_inplanes": [8, 8, 16, 16], "fpn_channels"
 )
 def test_pyramid_shapes(dims, stride, returned, shape):
     torch.manual_seed(0)
-    net = DetectionRetinaNet(dims, shape[1], num_classes=2, num_anchors=3, conv1_t_stride=stride,
-                             returned_layers=returned, **TINY).eval()
+    net = DetectionRetinaNet(
+        dims, shape[1], num_classes=2, num_anchors=3, conv1_t_stride=stride, returned_layers=returned, **TINY
+    ).eval()
     with torch.no_grad():
         out = net(torch.randn(shape))
     strides = [stride] * dims if isinstance(stride, int) else stride
@@ -29,7 +30,7 @@ def test_pyramid_shapes(dims, stride, returned, shape):
     for level, (cls, box) in enumerate(zip(out["classification"], out["box_regression"])):
         # level l of stage r has stride conv1 * 2 (max-pool) * 2 ** (r - 1); the extra level halves the last
         r = returned[level] if level < len(returned) else returned[-1] + 1
-        spatial = tuple(math.ceil(n / (s * 2 ** r)) for n, s in zip(shape[2:], strides))
+        spatial = tuple(math.ceil(n / (s * 2**r)) for n, s in zip(shape[2:], strides))
         assert cls.shape == (shape[0], 3 * 2, *spatial)
         assert box.shape == (shape[0], 3 * 2 * dims, *spatial)
     assert net.size_divisible == detection_size_divisible(strides, returned)
@@ -54,8 +55,9 @@ def test_head_bias_is_the_class_prior(prior):
 
 def test_rebuild_from_spec_gives_same_outputs():
     torch.manual_seed(0)
-    net = DetectionRetinaNet(3, 1, num_classes=1, num_anchors=3, conv1_t_stride=[2, 2, 1], returned_layers=[1, 2],
-                             **TINY).eval()
+    net = DetectionRetinaNet(
+        3, 1, num_classes=1, num_anchors=3, conv1_t_stride=[2, 2, 1], returned_layers=[1, 2], **TINY
+    ).eval()
     spec = json.loads(json.dumps(net._medfocal_spec))
     assert spec["class_path"] == "medfocal.nets.DetectionRetinaNet"
     clone = build_model(spec).eval()

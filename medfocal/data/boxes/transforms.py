@@ -36,6 +36,7 @@ from monai.transforms import (
     RandShiftIntensityd,
     ScaleIntensityRanged,
     Spacingd,
+    SpatialPadd,
 )
 
 from medfocal.data.boxes.geometry import WorldBoxToImaged
@@ -151,8 +152,8 @@ def detection_transforms(
     Args:
         spec: the preprocessing.
         train: add the random crop and augmentations.
-        patch_size: training crop size (``RandCropBoxByPosNegLabeld``, half the centres on boxes); None
-            trains on whole images.
+        patch_size: training crop size (``RandCropBoxByPosNegLabeld``, half the centres on boxes; smaller
+            images are first padded at the end); None trains on whole images.
         num_samples: crops per image (each a separate training sample).
         flip_prob: probability of a flip, per axis.
         rot90_prob: probability of a 90-degree rotation in the plane of axes (0, 1) (needs a square
@@ -164,6 +165,8 @@ def detection_transforms(
         return Compose(steps)
     if patch_size is not None:
         steps += [
+            # images smaller than the patch are padded at the end (0 after scaling), so boxes keep their place
+            SpatialPadd(keys="image", spatial_size=list(patch_size), method="end"),
             RandCropBoxByPosNegLabeld(
                 image_keys="image",
                 box_keys="boxes",
