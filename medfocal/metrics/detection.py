@@ -23,7 +23,7 @@ from monai.apps.detection.metrics.matching import matching_batch
 from monai.data.box_utils import box_iou
 from monai.metrics.froc import compute_froc_curve_data
 
-__all__ = ["FROC_FPS", "count_errors", "detection_metrics", "froc_metrics"]
+__all__ = ["FROC_FPS", "count_errors", "detection_metrics", "evaluate_detections", "froc_metrics"]
 
 FROC_FPS: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 Arrays = Sequence[np.ndarray]
@@ -191,4 +191,26 @@ def count_errors(
         for j, name in enumerate(class_names)
     }
     out["count_mae"] = float(errors.mean()) if len(gts) else float("nan")
+    return out
+
+
+def evaluate_detections(
+    pred_boxes: Arrays,
+    pred_labels: Arrays,
+    pred_scores: Arrays,
+    gt_boxes: Arrays,
+    gt_labels: Arrays,
+    class_names: Sequence[str],
+    froc: bool = False,
+    froc_iou: float = 0.1,
+    count_threshold: float = 0.5,
+) -> dict[str, float]:
+    """All detection metrics of a set of images: :func:`detection_metrics`, :func:`count_errors` and, with
+    ``froc``, :func:`froc_metrics` (what ``medfocal evaluate --task detection`` reports)."""
+    out = detection_metrics(pred_boxes, pred_labels, pred_scores, gt_boxes, gt_labels, class_names)
+    out.update(count_errors(pred_labels, pred_scores, gt_labels, class_names, count_threshold))
+    if froc:
+        out.update(
+            froc_metrics(pred_boxes, pred_labels, pred_scores, gt_boxes, gt_labels, iou_threshold=froc_iou)
+        )
     return out

@@ -91,6 +91,15 @@ def test_count_errors():
     assert m["count_mae"] == pytest.approx(1.5 / 3)
 
 
+def test_evaluate_detections_combines_the_metrics():
+    from medfocal.metrics.detection import evaluate_detections
+
+    m = evaluate_detections(PRED, [np.zeros(3)], SCORES, GT, [np.zeros(2)], ["cell"], froc=True)
+    assert m["map50"] == pytest.approx((51 + 50 * 2 / 3) / 101)
+    assert m["cpm"] == pytest.approx(5.5 / 7)
+    assert m["count_mae/cell"] == 1.0  # three detections above 0.5, two cells
+
+
 def test_metrics_docstring_example():
     import doctest
 
