@@ -291,8 +291,7 @@ class DetectionModule(MedfocalModule):
         values = self.epoch_metrics(stage)
         self._outputs.pop(stage, None)
         if values:
-            # NaN (a class without ground truth in this split) is logged as 0 for the monitor's sake only
-            # in the means, which already skip such classes
+            # per-class values are NaN for classes without ground truth in this split; the means skip them
             self.log_dict({k: torch.tensor(v, dtype=torch.float32) for k, v in values.items()})
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
