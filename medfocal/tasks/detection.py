@@ -28,7 +28,7 @@ from medfocal.losses import FocalLoss
 from medfocal.metrics.detection import detection_metrics, froc_metrics
 from medfocal.tasks._base import MedfocalModule, metric_key, plain_tensor
 
-__all__ = ["DetectionModule", "MonaiRetinaNetDetector"]
+__all__ = ["DetectionModule", "MonaiRetinaNetDetector", "build_detector"]
 
 
 class MonaiRetinaNetDetector(RetinaNetDetector):
@@ -61,6 +61,42 @@ class MonaiRetinaNetDetector(RetinaNetDetector):
             )
             matched.append(idxs)
         return matched
+
+
+def build_detector(
+    network: nn.Module,
+    anchor_shapes: Sequence[Sequence[float]],
+    feature_map_scales: Sequence[float],
+    score_thresh: float = 0.02,
+    topk_candidates_per_level: int = 1000,
+    nms_thresh: float = 0.5,
+    detections_per_img: int = 100,
+    roi_size: Sequence[int] | None = None,
+    sw_batch_size: int = 1,
+    sw_overlap: float = 0.25,
+) -> MonaiRetinaNetDetector:
+    """MONAI's RetinaNet detector around ``network``, set up for inference (anchors, box selector, window).
+
+    ``checkpoint["medfocal"]["detection"]`` holds these keyword arguments, so inference rebuilds the
+    detector from the checkpoint alone: ``build_detector(build_model(meta["model"]), **meta["detection"])``,
+    then ``detector.eval()`` and ``detector(images, use_inferer=roi_size is not None)`` gives per image
+    ``{"boxes", "labels", "labels_scores"}`` in voxels of ``images``.
+    """
+    anchors = AnchorGeneratorWithAnchorShape(
+        feature_map_scales=list(feature_map_scales), base_anchor_shapes=[list(s) for s in anchor_shapes]
+    )
+    detector = MonaiRetinaNetDetector(network=network, anchor_generator=anchors, debug=False)
+    detector.set_box_selector_parameters(
+        score_thresh=score_thresh,
+        topk_candidates_per_level=topk_candidates_per_level,
+        nms_thresh=nms_thresh,
+        detections_per_img=detections_per_img,
+    )
+    if roi_size is not None:
+        detector.set_sliding_window_inferer(
+            roi_size=list(roi_size), sw_batch_size=sw_batch_size, overlap=sw_overlap, mode="constant"
+        )
+    return detector
 
 
 class DetectionModule(MedfocalModule):
@@ -161,10 +197,19 @@ class DetectionModule(MedfocalModule):
         self.compute_froc = (dims == 3) if compute_froc is None else bool(compute_froc)
         self.froc_iou = float(froc_iou)
         self.spatial_dims = dims
-        anchors = AnchorGeneratorWithAnchorShape(
-            feature_map_scales=list(feature_map_scales), base_anchor_shapes=shapes
-        )
-        detector = MonaiRetinaNetDetector(network=model, anchor_generator=anchors, debug=False)
+        self.val_roi_size = list(val_roi_size) if val_roi_size is not None else None
+        self.inference_settings = {
+            "anchor_shapes": shapes,
+            "feature_map_scales": [float(s) for s in feature_map_scales],
+            "score_thresh": float(score_thresh),
+            "topk_candidates_per_level": int(topk_candidates_per_level),
+            "nms_thresh": float(nms_thresh),
+            "detections_per_img": int(detections_per_img),
+            "roi_size": self.val_roi_size,
+            "sw_batch_size": int(sw_batch_size),
+            "sw_overlap": float(sw_overlap),
+        }
+        detector = build_detector(model, **self.inference_settings)
         detector.set_atss_matcher(num_candidates=atss_candidates, center_in_gt=False)
         detector.set_hard_negative_sampler(
             batch_size_per_image=sampler_batch_size,
@@ -175,17 +220,6 @@ class DetectionModule(MedfocalModule):
         detector.set_cls_loss(self.loss)
         decode = isinstance(self.box_loss, BoxGIoULoss)
         detector.set_box_regression_loss(self.box_loss, encode_gt=not decode, decode_pred=decode)
-        detector.set_box_selector_parameters(
-            score_thresh=score_thresh,
-            topk_candidates_per_level=topk_candidates_per_level,
-            nms_thresh=nms_thresh,
-            detections_per_img=detections_per_img,
-        )
-        self.val_roi_size = list(val_roi_size) if val_roi_size is not None else None
-        if self.val_roi_size is not None:
-            detector.set_sliding_window_inferer(
-                roi_size=self.val_roi_size, sw_batch_size=sw_batch_size, overlap=sw_overlap, mode="constant"
-            )
         # not a registered submodule: its parameters are self.model's and self.loss's (no duplicate keys)
         object.__setattr__(self, "detector", detector)
         self._outputs: dict[str, list[tuple[np.ndarray, ...]]] = {}
@@ -322,14 +356,7 @@ class DetectionModule(MedfocalModule):
         return out
 
     def medfocal_metadata(self) -> dict[str, Any]:
-        """The base checkpoint metadata plus the detector settings inference needs."""
+        """Base checkpoint metadata plus ``"detection"``: the keyword arguments of :func:`build_detector`."""
         meta = super().medfocal_metadata()
-        meta["detection"] = {
-            "anchor_shapes": self.hparams.get("anchor_shapes"),
-            "feature_map_scales": self.hparams.get("feature_map_scales"),
-            "score_thresh": self.hparams.get("score_thresh"),
-            "nms_thresh": self.hparams.get("nms_thresh"),
-            "detections_per_img": self.hparams.get("detections_per_img"),
-            "val_roi_size": self.val_roi_size,
-        }
+        meta["detection"] = dict(self.inference_settings)
         return meta

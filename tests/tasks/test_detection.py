@@ -163,6 +163,20 @@ def test_fit_2d_validates_predicts_and_checkpoints(voc_root, make_trainer, tmp_p
     meta = ckpt["medfocal"]
     assert meta["task"] == "detection" and meta["class_names"] == dm.class_names and meta["num_classes"] == 3
     assert meta["detection"]["anchor_shapes"] == [[6, 6], [10, 10], [16, 10]]
+    # inference rebuilds network and detector from the checkpoint alone and finds the same boxes
+    from medfocal.nets import build_model
+    from medfocal.tasks.detection import build_detector
+
+    net = build_model(meta["model"])
+    net.load_state_dict(
+        {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    )
+    detector = build_detector(net.eval(), **meta["detection"]).eval()
+    image = next(iter(dm.val_dataloader()))["image"][:1]
+    with torch.no_grad():
+        ours, reference = detector(image)[0], module.eval()(image)[0]
+    for key in ("boxes", "labels", "labels_scores"):
+        torch.testing.assert_close(ours[key], reference[key])
     assert meta["model"]["class_path"] == "medfocal.nets.DetectionRetinaNet"
     assert {k.split(".")[0] for k in ckpt["state_dict"]} == {"model", "temperature"}
 
