@@ -321,7 +321,17 @@ class DetectionModule(MedfocalModule):
             values[f"{stage}/{name}"] = value
         return values
 
+    def _gather_outputs(self, stage: str) -> None:
+        """Under DDP, give every rank the detections of all ranks (AP and FROC are not means of parts)."""
+        dist = torch.distributed
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return
+        parts: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, self._outputs.get(stage, []))
+        self._outputs[stage] = [row for part in parts for row in part]
+
     def _log_epoch_metrics(self, stage: str) -> None:
+        self._gather_outputs(stage)
         values = self.epoch_metrics(stage)
         self._outputs.pop(stage, None)
         if values:

@@ -123,6 +123,27 @@ def test_focal_loss_is_the_detector_classification_loss():
     assert len(calls) == 1 and calls[0][0] == calls[0][1] and calls[0][0][1] == 3
 
 
+def test_ddp_ranks_pool_their_detections_before_the_metrics(monkeypatch):
+    """AP over all images, not the mean of per-rank APs: rank 0 holds image 1, the other rank image 2."""
+    module = _module_2d()
+    gt = np.array([[0, 0, 10, 10.0]])
+    mine = (np.array([[0, 0, 10, 10.0]]), np.array([0]), np.array([0.9]), gt, np.array([0]))
+    other = (np.array([[50, 50, 60, 60.0]]), np.array([0]), np.array([0.95]), gt, np.array([0]))
+    module._outputs["val"] = [mine]
+    dist = torch.distributed
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(
+        dist, "all_gather_object", lambda parts, obj: parts.__setitem__(slice(None), [obj, [other]])
+    )
+    module._gather_outputs("val")
+    values = module.epoch_metrics("val")
+    pooled = detection_metrics(*(list(c) for c in zip(mine, other)), ["x"])
+    assert values["val/map50"] == pytest.approx(pooled["map50"])
+    # FP at 0.95 first, then one of two cells found: precision 1/2 up to recall 1/2
+    assert pooled["map50"] == pytest.approx(51 * 0.5 / 101)
+
+
 def test_alpha_auto_is_refused_with_a_hint(voc_root, make_trainer):
     module = _module_2d(loss=FocalLoss(activation="sigmoid", alpha="auto"))
     dm = DetectionDataModule(voc_root)
