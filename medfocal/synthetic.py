@@ -23,9 +23,11 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
+    "make_box_images_2d",
     "make_classification_npz",
     "make_lesion_dataset",
     "make_lesion_images_2d",
+    "make_nodule_volumes",
     "oblique_affine",
     "synthetic_lesion_volume",
 ]
@@ -248,3 +250,160 @@ def make_classification_npz(
         arrays[f"{split}_labels"] = labels.reshape(-1, 1).astype(np.uint8)
     np.savez_compressed(path, **arrays)
     return path
+
+
+# ----------------------------------------------------------------------------------------------- detection
+_VOC_COLOURS = {"red_disc": (200, 40, 40), "green_ellipse": (40, 170, 60), "blue_dot": (40, 60, 210)}
+# radius range in pixels (x, y semi-axes drawn independently for ellipses)
+_VOC_RADII = {"red_disc": (6.0, 9.0), "green_ellipse": (8.0, 12.0), "blue_dot": (3.0, 4.5)}
+
+
+def _voc_xml(name: str, size: tuple[int, int], objects: list[tuple[str, tuple[int, int, int, int]]]) -> str:
+    parts = [
+        "<annotation>",
+        "  <folder>JPEGImages</folder>",
+        f"  <filename>{name}</filename>",
+        f"  <size><width>{size[0]}</width><height>{size[1]}</height><depth>3</depth></size>",
+    ]
+    for cls, (xmin, ymin, xmax, ymax) in objects:
+        parts += [
+            "  <object>",
+            f"    <name>{cls}</name><difficult>0</difficult>",
+            f"    <bndbox><xmin>{xmin}</xmin><ymin>{ymin}</ymin>"
+            f"<xmax>{xmax}</xmax><ymax>{ymax}</ymax></bndbox>",
+            "  </object>",
+        ]
+    parts.append("</annotation>")
+    return "\n".join(parts) + "\n"
+
+
+def make_box_images_2d(
+    root: str | Path,
+    n: tuple[int, int, int] = (8, 4, 0),
+    size: tuple[int, int] = (96, 80),
+    classes: Sequence[str] = ("red_disc", "green_ellipse", "blue_dot"),
+    objects_per_image: tuple[int, int] = (2, 5),
+    seed: int = 0,
+) -> Path:
+    """Write a Pascal VOC folder of RGB images with coloured discs and ellipses of 2-3 classes.
+
+    Layout: ``JPEGImages/img_000.png`` (PNG, so pixels are exact), ``Annotations/img_000.xml`` (VOC,
+    1-based inclusive pixel boxes: the tight box of the drawn pixels), ``ImageSets/Main/{train,val,test}.txt``
+    with ``n = (train, val, test)`` images. ``size`` is ``(width, height)``. Objects do not overlap.
+    Classes differ in colour and size (``blue_dot`` small, rare by construction: one draw in three is
+    re-drawn as the common class). Returns ``root``.
+    """
+    from PIL import Image
+
+    root = Path(root)
+    for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    width, height = size
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    ids: list[str] = []
+    for i in range(sum(n)):
+        img = np.empty((height, width, 3), dtype=np.float32)
+        img[:] = (235.0, 215.0, 200.0)
+        img += rng.normal(0, 6, size=img.shape)
+        occupied = np.zeros((height, width), dtype=bool)
+        objects: list[tuple[str, tuple[int, int, int, int]]] = []
+        for _ in range(int(rng.integers(objects_per_image[0], objects_per_image[1] + 1))):
+            cls = str(classes[int(rng.integers(len(classes)))])
+            if cls == classes[-1] and len(classes) > 2 and rng.random() < 0.33:
+                cls = str(classes[0])
+            lo, hi = _VOC_RADII.get(cls, (5.0, 9.0))
+            rx, ry = rng.uniform(lo, hi), rng.uniform(lo, hi) * (0.6 if "ellipse" in cls else 1.0)
+            for _attempt in range(30):
+                cx, cy = rng.uniform(rx + 1, width - rx - 2), rng.uniform(ry + 1, height - ry - 2)
+                mask = ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 1.0
+                if not (mask & occupied).any():
+                    break
+            else:
+                continue
+            occupied |= np.pad(mask, 2)[:-4, :-4] | np.pad(mask, 2)[4:, 4:] | mask
+            img[mask] = np.asarray(_VOC_COLOURS.get(cls, (90, 90, 90)), dtype=np.float32) + rng.normal(
+                0, 6, size=(int(mask.sum()), 3)
+            )
+            rows, cols = np.nonzero(mask)
+            objects.append(
+                (cls, (int(cols.min()) + 1, int(rows.min()) + 1, int(cols.max()) + 1, int(rows.max()) + 1))
+            )
+        name = f"img_{i:03d}"
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / "JPEGImages" / f"{name}.png")
+        (root / "Annotations" / f"{name}.xml").write_text(_voc_xml(f"{name}.png", (width, height), objects))
+        ids.append(name)
+    start = 0
+    for split, count in zip(("train", "val", "test"), n):
+        if count:
+            (root / "ImageSets/Main" / f"{split}.txt").write_text(
+                "\n".join(ids[start : start + count]) + "\n"
+            )
+        start += count
+    return root
+
+
+def make_nodule_volumes(
+    root: str | Path,
+    n: tuple[int, int, int] = (4, 2, 0),
+    shape: Sequence[int] = (48, 48, 24),
+    spacing: Sequence[float] = (0.8, 0.8, 1.5),
+    radius_mm: tuple[float, float] = (2.5, 6.0),
+    nodules_per_volume: tuple[int, int] = (1, 3),
+    oblique: bool = True,
+    seed: int = 0,
+) -> Path:
+    """Write small CT-like volumes with spherical nodules and MONAI's box JSON (the LUNA16 split format).
+
+    Layout: ``images/vol_000.nii.gz`` (HU: lung parenchyma about -850, nodules about +40, noise) and
+    ``dataset.json``::
+
+        {"labels": {"0": "nodule"},
+         "training":   [{"image": "images/vol_000.nii.gz", "box": [[x, y, z, w, h, d]], "label": [0]}],
+         "validation": [...], "test": [...]}
+
+    Boxes are ``cccwhd`` in world millimetres of the NIfTI (RAS) affine: a nodule of radius ``r`` mm
+    centred at world point ``c`` has box ``[*c, 2r, 2r, 2r]``; the nodules are spheres in millimetres, so
+    this holds for any orientation. With ``oblique`` each volume gets its own rotated, x-flipped (non-RAS)
+    affine (:func:`oblique_affine`). ``n = (train, validation, test)`` volumes. Returns ``root``.
+    """
+    import nibabel as nib
+
+    root = Path(root)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(s) for s in shape)
+    spacing_arr = np.asarray(spacing, dtype=np.float64)
+    grid = np.stack(np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij"), axis=-1)
+    entries: list[dict[str, object]] = []
+    for i in range(sum(n)):
+        angles = (10.0 + 4 * i, -7.0, 15.0 - 3 * i) if oblique else (0.0, 0.0, 0.0)
+        affine = oblique_affine(spacing, angles, flip_x=oblique)
+        volume = -850.0 + rng.normal(0, 40, size=shape)
+        boxes: list[list[float]] = []
+        centres: list[np.ndarray] = []
+        for _ in range(int(rng.integers(nodules_per_volume[0], nodules_per_volume[1] + 1))):
+            r = float(rng.uniform(*radius_mm))
+            r_vox = r / spacing_arr
+            margin = np.ceil(r_vox).astype(int) + 2
+            for _attempt in range(30):
+                c = np.array([rng.uniform(m, s - 1 - m) for m, s in zip(margin, shape)])
+                if all(np.linalg.norm((c - o) * spacing_arr) > r + 2 * radius_mm[1] + 2 for o in centres):
+                    break
+            else:
+                continue
+            centres.append(c)
+            inside = (((grid - c.astype(np.float32)) / r_vox.astype(np.float32)) ** 2).sum(-1) <= 1.0
+            volume[inside] = 40.0 + rng.normal(0, 20, size=int(inside.sum()))
+            world = affine[:3, :3] @ c + affine[:3, 3]
+            boxes.append([float(v) for v in world] + [2 * r] * 3)
+        name = f"vol_{i:03d}"
+        nib.save(nib.Nifti1Image(volume.astype(np.float32), affine), root / "images" / f"{name}.nii.gz")
+        entries.append({"image": f"images/{name}.nii.gz", "box": boxes, "label": [0] * len(boxes)})
+    meta: dict[str, object] = {"name": "medfocal-synthetic-nodules", "labels": {"0": "nodule"}}
+    start = 0
+    for key, count in zip(("training", "validation", "test"), n):
+        meta[key] = entries[start : start + count]
+        start += count
+    (root / "dataset.json").write_text(json.dumps(meta, indent=2))
+    return root

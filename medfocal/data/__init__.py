@@ -10,6 +10,7 @@ Example::
 
 from __future__ import annotations
 
+from medfocal.data.boxes import DetectionDataModule
 from medfocal.data.checks import DataValidationError, main_check_data, validate_records
 from medfocal.data.datamodule import ClassificationDataModule, SegmentationDataModule
 from medfocal.data.layouts import (
@@ -40,6 +41,7 @@ __all__ = [
     "ClassificationDataModule",
     "DataValidationError",
     "DecathlonLayout",
+    "DetectionDataModule",
     "ImageFolderLayout",
     "LabelToIndexd",
     "Layout",

@@ -15,6 +15,7 @@ from medfocal.nets.classification import (
 )
 from medfocal.nets.deep_supervision import DeepSupervisionLoss
 from medfocal.nets.dense_unet import DenseUNet
+from medfocal.nets.detection import DetectionRetinaNet
 from medfocal.nets.factory import (
     build_model,
     create_model,
@@ -34,6 +35,7 @@ __all__ = [
     "DenseNet169",
     "DenseNet201",
     "DenseUNet",
+    "DetectionRetinaNet",
     "DynUNet",
     "FocalHead",
     "MultiScaleResNet",

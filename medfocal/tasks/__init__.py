@@ -20,11 +20,13 @@ if TYPE_CHECKING:
     from medfocal.tasks.calibration import AdaFocalCalibration, TemperatureScaling
     from medfocal.tasks.callbacks import GammaLogger
     from medfocal.tasks.classification import ClassificationModule
+    from medfocal.tasks.detection import DetectionModule
     from medfocal.tasks.segmentation import SegmentationModule
 
 __all__ = [
     "AdaFocalCalibration",
     "ClassificationModule",
+    "DetectionModule",
     "GammaLogger",
     "SegmentationModule",
     "TemperatureScaling",
@@ -33,6 +35,7 @@ __all__ = [
 _WHERE = {
     "AdaFocalCalibration": "medfocal.tasks.calibration",
     "ClassificationModule": "medfocal.tasks.classification",
+    "DetectionModule": "medfocal.tasks.detection",
     "GammaLogger": "medfocal.tasks.callbacks",
     "SegmentationModule": "medfocal.tasks.segmentation",
     "TemperatureScaling": "medfocal.tasks.calibration",

@@ -116,7 +116,29 @@ def retina_lesion(root: Path) -> list[str]:
     ]
 
 
+def cells_bccd(root: Path) -> list[str]:
+    from medfocal.synthetic import make_box_images_2d
+
+    path = make_box_images_2d(root / "voc", n=(4, 2, 0), size=(96, 80), classes=("RBC", "WBC", "Platelets"))
+    return [f"--data.init_args.layout={path}"]
+
+
+def nodule_det_ct(root: Path) -> list[str]:
+    from medfocal.synthetic import make_nodule_volumes
+
+    path = make_nodule_volumes(root / "ct", n=(1, 1, 0), shape=(40, 40, 20))
+    return [
+        f"--data.init_args.layout={path}/dataset.json",
+        "--data.init_args.affine_lps_to_ras=false",
+        "--data.init_args.num_samples=1",
+        "--data.init_args.patch_size=[48,48,24]",
+        "--model.init_args.val_roi_size=null",
+    ]
+
+
 PRESETS: dict[str, Callable[[Path], list[str]]] = {
+    "cells_bccd": cells_bccd,
+    "nodule_det_ct": nodule_det_ct,
     "demo": demo,
     "lesion_isic": lesion_isic,
     "stroke_isles": stroke_isles,
