@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from monai.metrics import CalibrationErrorMetric
+from torchmetrics.classification import MulticlassCalibrationError
 
 from medfocal.metrics import classwise_ece, expected_calibration_error, voxelwise_ece
 
@@ -22,8 +24,6 @@ def _seg_probs(seed: int = 0, shape=(2, 3, 16, 16)) -> tuple[torch.Tensor, torch
 
 @pytest.mark.parametrize("n_classes", [2, 4])
 def test_top_label_ece_equals_torchmetrics_on_segmentation_voxels(n_classes):
-    from torchmetrics.classification import MulticlassCalibrationError
-
     probs, labels = _seg_probs(1, (2, n_classes, 12, 10))
     flat = probs.movedim(1, -1).reshape(-1, n_classes)
     reference = MulticlassCalibrationError(num_classes=n_classes, n_bins=15, norm="l1")(
@@ -36,8 +36,6 @@ def test_top_label_ece_equals_torchmetrics_on_segmentation_voxels(n_classes):
 
 
 def test_classwise_ece_per_image_equals_monai_calibration_error_metric():
-    from monai.metrics import CalibrationErrorMetric
-
     probs, labels = _seg_probs(0)
     one_hot = torch.nn.functional.one_hot(labels, 3).movedim(-1, 1).float()
     reference = CalibrationErrorMetric(num_bins=15, metric_reduction="none")(probs, one_hot)  # (B, C)
