@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -48,3 +49,39 @@ def classification_npz(tmp_path_factory) -> Path:
     from medfocal.synthetic import make_classification_npz
 
     return make_classification_npz(tmp_path_factory.mktemp("npz") / "toy.npz")
+
+
+# --- CI: a fixed hypothesis profile, and a check that unmarked tests stay fast -----------------------
+
+# CI=true (set by .ci/run and by most CI services) selects it; locally hypothesis explores at random
+hypothesis_settings.register_profile("ci", derandomize=True, max_examples=25, deadline=None, print_blob=True)
+if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+    hypothesis_settings.load_profile("ci")
+
+#: ``MEDFOCAL_MAX_UNMARKED_S=5`` (``make test-fast``) fails the run when a test without the ``slow`` or
+#: ``realdata`` marker spends longer than that in its call phase (fixture set-up, shared between tests
+#: under xdist, is not counted).
+MAX_UNMARKED_ENV = "MEDFOCAL_MAX_UNMARKED_S"
+_too_slow: list[tuple[str, float]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    limit = os.environ.get(MAX_UNMARKED_ENV)
+    if not limit or report.when != "call" or report.skipped:
+        return
+    if "slow" in report.keywords or "realdata" in report.keywords:
+        return
+    if report.duration > float(limit):
+        _too_slow.append((report.nodeid, report.duration))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    if _too_slow:
+        terminalreporter.section(f"unmarked tests over {os.environ[MAX_UNMARKED_ENV]} s (mark them slow)")
+        for nodeid, seconds in sorted(_too_slow, key=lambda t: -t[1]):
+            terminalreporter.write_line(f"{seconds:6.1f}s  {nodeid}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _too_slow and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -13,11 +13,10 @@ import sys
 import time
 from pathlib import Path
 
+import nbclient  # dev dependencies: a broken install fails here instead of skipping every notebook
+import nbformat
 import pytest
-
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
-kernelspec = pytest.importorskip("ipykernel.kernelspec")
+from ipykernel import kernelspec
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 CELL_TIMEOUT_S = 300

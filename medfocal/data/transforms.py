@@ -426,14 +426,24 @@ def _crop(
     raise ValueError(f"crop: expected 'pos_neg', 'label_classes' or 'random', got {crop!r}")
 
 
-def _augment(spec: PreprocessingSpec, aug: Augmentation, keys: list[str]) -> list:
+def _augment(
+    spec: PreprocessingSpec, aug: Augmentation, keys: list[str], patch_size: Sequence[int] | None = None
+) -> list:
+    """Random augmentations; 90° rotations only in the (0, 1) plane and only when its sides are equal.
+
+    ``patch_size`` is the size of what reaches the augmentations (the crop's ``roi_size``, else
+    ``spec.resize``); a rectangular one (``(32, 16)``) would turn into ``(16, 32)`` half the time and
+    break batching, so rot90 is left out there (nnU-Net does the same). ``None`` (whole images of
+    unknown size) keeps rot90: whole images batch only when all have one shape.
+    """
     image_keys = _image_keys(keys)
     dims = spec.spatial_dims
     modes = [_interp(k) for k in keys]
     out: list = []
     if aug.flip_prob > 0:
         out += [RandFlipd(keys, prob=aug.flip_prob, spatial_axis=axis) for axis in range(dims)]
-    if aug.rot90_prob > 0:
+    square = patch_size is None or int(patch_size[0]) == int(patch_size[1])
+    if aug.rot90_prob > 0 and square:
         out.append(RandRotate90d(keys, prob=aug.rot90_prob, max_k=3, spatial_axes=(0, 1)))
     if aug.affine_prob > 0:
         angle = float(np.deg2rad(aug.rotate_degrees))
@@ -500,6 +510,7 @@ def train_transforms(
     if roi_size is not None:
         check_roi_size(roi_size, spec.spatial_dims)
         steps += _crop(keys, roi_size, crop, pos_fraction, num_samples, class_ratios, num_classes)
-    steps += _augment(spec, aug, keys)
+    patch_size = roi_size if roi_size is not None else spec.resize
+    steps += _augment(spec, aug, keys, patch_size)
     steps.append(EnsureTyped(keys, dtype=torch.float32, track_meta=False))
     return Compose(steps)

@@ -81,7 +81,9 @@ def test_metrics_of_the_benchmark():
     assert out["balanced_accuracy"] == pytest.approx(2.5 / 3)
     assert out["rarest_class"] == 2 and out["recall_rarest"] == pytest.approx(1.0)
     assert out["auroc"] == pytest.approx(1.0)
-    assert -1.0 <= out["kappa_quadratic"] <= 1.0
+    # quadratic kappa by hand: predictions [0, 1, 0, 2]; weights (i - j)^2 / 4; observed sum w O = 1/4,
+    # expected sum w r_i c_j / N over true counts r = [1, 2, 1] and predicted c = [2, 1, 1] = 20 / 16
+    assert out["kappa_quadratic"] == pytest.approx(1 - 0.25 / 1.25)
 
 
 def test_drive_outer_folds_partition_the_images():

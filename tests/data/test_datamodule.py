@@ -148,26 +148,28 @@ def test_balanced_sampler_draws_classes_evenly(classification_npz):
     assert abs(drawn[1] - 0.5) < 0.05
 
 
-def test_balanced_sampler_is_wrapped_for_ddp(classification_npz):
-    """Lightning's DistributedSamplerWrapper splits the weighted draws across ranks."""
-    from lightning_fabric.utilities.distributed import DistributedSamplerWrapper
-
-    dm = ClassificationDataModule(str(classification_npz), num_workers=0, balanced_sampler=True)
-    dm.setup("fit")
-    sampler = dm.train_dataloader().sampler
-    ranks = [list(DistributedSamplerWrapper(sampler, num_replicas=2, rank=r, shuffle=False)) for r in (0, 1)]
-    assert len(ranks[0]) == len(ranks[1]) == len(sampler) // 2
-
-
-@pytest.mark.parametrize("cache", ["memory", "disk"])
+@pytest.mark.parametrize("cache", ["none", "memory", "disk"])
 def test_caching_modes(lesion_dataset, tmp_path, cache):
-    dm = _seg(lesion_dataset, cache=cache, cache_dir=str(tmp_path / "p"), roi_size=[8, 8, 8], batch_size=1)
+    """A cached split no longer reads its files: after one pass they can be deleted (not so uncached)."""
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(lesion_dataset, root)
+    dm = _seg(root, cache=cache, cache_dir=str(tmp_path / "p"), roi_size=[8, 8, 8], batch_size=1)
     dm.setup("fit")
-    first = next(iter(dm.val_dataloader()))["image"]
-    second = next(iter(dm.val_dataloader()))["image"]
-    torch.testing.assert_close(first, second)
+    first = [b["image"] for b in dm.val_dataloader()]
+    for path in (root / "imagesTr").glob("*.nii.gz"):
+        path.unlink()
+    if cache == "none":
+        with pytest.raises(RuntimeError, match="LoadImaged"):
+            next(iter(dm.val_dataloader()))
+        return
+    again = [b["image"] for b in dm.val_dataloader()]
+    assert len(again) == len(first) >= 1
+    for a, b in zip(first, again):
+        torch.testing.assert_close(a, b)
     if cache == "disk":
-        assert any((tmp_path / "p").iterdir())
+        assert len(list((tmp_path / "p").glob("*.pt"))) == len(first)
 
 
 def test_bad_datamodule_arguments(lesion_dataset):

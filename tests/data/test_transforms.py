@@ -128,18 +128,32 @@ def test_label_map_turns_255_into_1(tmp_path):
     assert set(torch.unique(label).tolist()) == {0.0, 1.0} and int(label.sum()) == 64
 
 
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float(2 * np.logical_and(a, b).sum() / max(a.sum() + b.sum(), 1))
+
+
 def test_inference_transforms_invert_to_input_geometry(tmp_path):
-    image, _ = lesion_case()
+    """Reorient + resample, then invert: the label comes back on the input grid, voxel for voxel."""
+    image, _ = lesion_case(shape=(24, 22, 12), n_classes=2)
+    label = np.zeros(image.shape, np.uint8)
+    label[2:8, 3:9, 1:5] = 1  # off-centre along every axis: any flip moves it off itself
+    image += label
     img_path = write_nifti(tmp_path / "img.nii.gz", image)
+    lbl_path = write_nifti(tmp_path / "lbl.nii.gz", label, dtype=np.uint8)
     spec = PreprocessingSpec(modality="mri", spacing=(1.5, 1.5, 1.5))
-    transform = inference_transforms(spec, keys=("image",))
-    item = transform({"image": str(img_path)})
+    transform = inference_transforms(spec, keys=("image", "label"))
+    item = transform({"image": str(img_path), "label": str(lbl_path)})
     assert item["image"].shape[1:] != image.shape  # it was resampled
-    item["pred"] = item["image"].clone()
-    inverter = Invertd(keys="pred", transform=transform, orig_keys="image", nearest_interp=False)
+    item["pred"] = item["label"].clone()
+    inverter = Invertd(keys="pred", transform=transform, orig_keys="label", nearest_interp=True)
     inverted = inverter(item)["pred"]
     assert tuple(inverted.shape[1:]) == image.shape
     np.testing.assert_allclose(inverted.affine.numpy(), OBLIQUE, atol=1e-4)
+    back = inverted[0].numpy() > 0.5
+    fg = label > 0
+    # two nearest-neighbour resamplings move the box's border by a voxel at most; a flipped or
+    # permuted inversion puts it elsewhere (or on a grid of another shape)
+    assert _dice(back, fg) > 0.8, _dice(back, fg)
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
@@ -267,3 +281,74 @@ def test_crop_foreground_keeps_the_nonzero_box_of_any_channel_and_inverts(tmp_pa
     inverted = Invertd(keys="pred", transform=transform, orig_keys="image", nearest_interp=True)(item)["pred"]
     assert tuple(inverted.shape[1:]) == flair.shape
     np.testing.assert_array_equal(inverted[0].numpy(), label)
+
+
+@pytest.mark.parametrize(
+    ("spatial_dims", "roi"), [(2, (16, 8)), (3, (8, 16, 8)), (3, (16, 8, 8)), (2, (12, 12))]
+)
+def test_rot90_keeps_patch_shape(spatial_dims, roi):
+    """rot90 happens only in a plane whose patch sides are equal: every patch keeps ``roi``'s shape."""
+    rng = np.random.default_rng(0)
+    shape = (24, 20, 18)[:spatial_dims]
+    item = {"image": rng.random((1, *shape), dtype=np.float32), "label": np.zeros((1, *shape), np.float32)}
+    aug = Augmentation(**{**vars(NO_AUG), "rot90_prob": 1.0})
+    tf = train_transforms(
+        PreprocessingSpec(spatial_dims=spatial_dims),
+        roi_size=roi,
+        crop="random",
+        augmentation=aug,
+        load=False,
+    )
+    tf.set_random_state(seed=0)
+    shapes = {tuple(tf(dict(item))["image"].shape[1:]) for _ in range(8)}
+    assert shapes == {tuple(roi)}
+    rotated = any(type(t).__name__ == "RandRotate90d" for t in tf.transforms)
+    assert rotated == (roi[0] == roi[1])
+
+
+def _smooth_volume(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """Values in [0, 1] that vary over ~6 voxels (so interpolation moves the 0.5 level set little)."""
+    from scipy.ndimage import gaussian_filter
+
+    field = gaussian_filter(np.random.default_rng(seed).normal(size=shape), sigma=4.0)
+    return ((field - field.min()) / (field.max() - field.min())).astype(np.float32)
+
+
+SPATIAL_AUGS = {
+    "flip": {"flip_prob": 1.0},
+    "rot90": {"rot90_prob": 1.0},
+    "affine": {"affine_prob": 1.0, "rotate_degrees": 30.0, "scale_range": 0.2},
+}
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+@pytest.mark.parametrize("aug_name", sorted(SPATIAL_AUGS))
+def test_spatial_augmentation_keeps_image_and_label_aligned(spatial_dims, aug_name):
+    """label = image > 0.5 before augmentation; after each spatial augmentation it still holds.
+
+    Flips and 90° rotations move voxels exactly; the affine one resamples the image bilinearly and the
+    label nearest-neighbour, so only voxels on the 0.5 level set may disagree.
+    """
+    shape = (28, 24, 20)[:spatial_dims]
+    image = _smooth_volume(shape)
+    label = (image > 0.5).astype(np.float32)
+    assert 0.1 < label.mean() < 0.9
+    roi = (16, 16, 12)[:spatial_dims]
+    aug = Augmentation(**{**vars(NO_AUG), **SPATIAL_AUGS[aug_name]})
+    tf = train_transforms(
+        PreprocessingSpec(spatial_dims=spatial_dims),
+        roi_size=roi,
+        crop="pos_neg",
+        num_samples=4,
+        augmentation=aug,
+        load=False,
+    )
+    tf.set_random_state(seed=1)
+    for patch in tf({"image": image[None], "label": label[None]}):
+        img, lbl = patch["image"][0].numpy(), patch["label"][0].numpy()
+        assert img.shape == lbl.shape == roi
+        agree = float(((img > 0.5) == (lbl > 0.5)).mean())
+        if aug_name == "affine":
+            assert agree > 0.9, agree
+        else:
+            assert agree == 1.0, agree

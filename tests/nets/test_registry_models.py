@@ -57,8 +57,19 @@ def test_class_path_matches_registry_name(model_name, nets_cases):
 
 def test_backward_reaches_first_layer(model_name, nets_cases):
     name = model_name
+    """A non-zero gradient reaches the first convolution.
+
+    The focal head starts at zero weight (so every gradient behind it is zero at initialisation);
+    give the zero-initialised tensors small random values first, as one optimiser step would.
+    """
+    torch.manual_seed(0)
     model = create_model(name, **nets_cases.tiny_kwargs(name, 2))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim > 1 and not p.any():
+                p.normal_(std=0.1)
     out = model(torch.randn(nets_cases.input_shape(name, 2)))
     out.float().pow(2).mean().backward()
     first = next(p for p in model.parameters() if p.ndim > 1)
     assert first.grad is not None
+    assert first.grad.abs().sum() > 0, f"{name}: zero gradient at the first layer"

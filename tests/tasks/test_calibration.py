@@ -221,8 +221,16 @@ def test_collect_logits_segmentation_uses_forward_and_subsamples():
     torch.testing.assert_close(target, labels.reshape(-1).long())
     logits, target = collect_logits(module, batches, max_voxels_per_batch=100)
     assert logits.shape == (100, 3) and target.shape == (100,)
-    temperature = fit_temperature(logits, target)
-    assert 0.05 <= temperature <= 20
+    # labels drawn from softmax(forward / 3): the fitted temperature of collect_logits' output is 3
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        net.weight.mul_(8)
+        big = torch.randn(4, 1, 48, 48, generator=g)
+        z = module(big).movedim(1, -1)
+    torch.manual_seed(2)
+    drawn = torch.distributions.Categorical(logits=z / 3.0).sample()[:, None].float()
+    logits, target = collect_logits(module, [{"image": big, "label": drawn}], max_voxels_per_batch=None)
+    assert fit_temperature(logits, target) == pytest.approx(3.0, rel=0.1)
 
 
 def test_collect_logits_mask_key_keeps_only_voxels_inside_the_mask():

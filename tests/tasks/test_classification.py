@@ -6,7 +6,8 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
-from tasks_standins import BlobClassificationData, CrossEntropy, TinyClassifier
+from tasks_standins import BlobClassificationData, CrossEntropy, TinyClassifier, _Dicts
+from torch.utils.data import DataLoader
 
 from medfocal.losses import FocalLoss
 from medfocal.tasks import ClassificationModule
@@ -58,20 +59,66 @@ def test_metrics_agree_with_scikit_learn(make_trainer):
     assert int(module.confusion_matrix.sum()) == 60
 
 
-@pytest.mark.parametrize(
-    "n_out, labels", [(1, torch.tensor([0, 1, 1, 0])), (3, torch.tensor([[1, 0, 1]] * 4))]
-)
-def test_sigmoid_binary_and_multilabel_metrics(n_out, labels):
-    module = ClassificationModule(
-        torch.nn.Identity(), CrossEntropy(), activation="sigmoid", num_classes=n_out
-    )
-    module.setup("validate")
-    logits = torch.randn(4, n_out)
-    probs, target = module._scores_and_target(logits, labels.float())
-    module.val_metrics.update(probs, target)
-    values = module.val_metrics.compute()
-    assert ("val/map" in values) == (n_out > 1)
-    assert "val/balanced_accuracy" in values
+class NoLoss(torch.nn.Module):
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return logits.sum() * 0
+
+
+class FixedLogits(pl.LightningDataModule):
+    """The "images" are the logits (the model is ``Identity``)."""
+
+    def __init__(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        super().__init__()
+        self.logits, self.labels = logits, labels
+        self.num_classes = logits.shape[1]
+        self.class_names = [f"c{i}" for i in range(self.num_classes)]
+        self.in_channels, self.spatial_dims, self.roi_size = 1, 2, None
+        self.preprocessing = {"modality": "grey", "spatial_dims": 2}
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(_Dicts(self.logits, self.labels), batch_size=16)
+
+
+@pytest.mark.parametrize("n_out", [1, 3])
+def test_sigmoid_binary_and_multilabel_metric_values_match_scikit_learn(make_trainer, n_out):
+    from sklearn import metrics as skm
+
+    g = torch.Generator().manual_seed(0)
+    n = 40
+    labels = torch.randint(0, 2, (n, n_out), generator=g)
+    logits = labels * 1.0 + torch.randn(n, n_out, generator=g)  # informative, not perfect
+    module = ClassificationModule(torch.nn.Identity(), NoLoss(), activation="sigmoid", num_classes=n_out)
+    target = labels[:, 0] if n_out == 1 else labels.float()
+    trainer = make_trainer()
+    trainer.validate(module, FixedLogits(logits, target), verbose=False)
+    got = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    p = torch.sigmoid(logits).numpy()
+    y = labels.numpy()
+    hard = (p > 0.5).astype(int)
+    if n_out == 1:  # scored as the two classes [1 - p, p]: macro = mean over both
+        y1, p1, h1 = y[:, 0], p[:, 0], hard[:, 0]
+        expected = {
+            "accuracy": skm.accuracy_score(y1, h1),
+            "balanced_accuracy": skm.balanced_accuracy_score(y1, h1),
+            "auroc": skm.roc_auc_score(y1, p1),
+            "f1": skm.f1_score(y1, h1, average="macro"),
+            "average_precision": (
+                skm.average_precision_score(y1, p1) + skm.average_precision_score(1 - y1, 1 - p1)
+            )
+            / 2,
+            "recall_0": skm.recall_score(y1, h1, pos_label=0),  # one name for two scored classes: indices
+        }
+    else:
+        expected = {
+            "accuracy": float((hard == y).mean()),
+            "balanced_accuracy": skm.recall_score(y, hard, average="macro"),
+            "auroc": skm.roc_auc_score(y, p, average="macro"),
+            "f1": skm.f1_score(y, hard, average="macro"),
+            "map": skm.average_precision_score(y, p, average="macro"),
+            "recall_c2": skm.recall_score(y[:, 2], hard[:, 2]),
+        }
+    for key, value in expected.items():
+        assert got[f"val/{key}"] == pytest.approx(value, abs=1e-5), key
 
 
 def test_num_classes_is_required_without_a_datamodule():
