@@ -270,3 +270,23 @@ def save_label_like(label: np.ndarray, reference: str | Path, final: str | Path)
     with atomic_path(final) as tmp:
         sitk.WriteImage(out, str(tmp), True)
     return final
+
+
+def with_simpleitk(loader: Any, reader: str | ImageReader | None = None) -> Any:
+    """``loader`` (a MONAI ``LoadImage``/``LoadImaged``) that also reads NRRD, MetaImage and DICOM folders.
+
+    With ``reader=None`` (MONAI picks a reader per file) :class:`SimpleITKReader` is registered first: it
+    accepts only its own suffixes and folders, so NIfTI and photos keep their usual readers. The name
+    ``"SimpleITKReader"`` (MONAI does not know it) is mapped to the class; any other reader is kept.
+    """
+    if reader is None:
+        target = getattr(loader, "_loader", loader)  # LoadImaged wraps a LoadImage
+        target.register(SimpleITKReader())
+    return loader
+
+
+def resolve_reader(reader: str | ImageReader | None) -> str | ImageReader | None:
+    """``reader`` for MONAI's ``LoadImage``, with ``"SimpleITKReader"`` made an instance."""
+    if isinstance(reader, str) and reader.lower() in ("simpleitkreader", "simpleitk"):
+        return SimpleITKReader()
+    return reader

@@ -49,6 +49,8 @@ from monai.transforms import (
     SpatialPadd,
 )
 
+from medfocal.data.readers import resolve_reader, with_simpleitk
+
 __all__ = [
     "MASK_KEYS",
     "MODALITIES",
@@ -355,7 +357,8 @@ def inference_transforms(
     modes = [_interp(k) for k in keys]
     steps: list = []
     if load:
-        steps.append(LoadImaged(keys, reader=spec.reader, image_only=True))
+        reader = resolve_reader(spec.reader)
+        steps.append(with_simpleitk(LoadImaged(keys, reader=reader, image_only=True), reader))
         steps.append(EnsureChannelFirstd(keys))
     steps.append(EnsureTyped(keys, dtype=torch.float32, track_meta=True))
     steps += label_transforms(spec, label_keys)
