@@ -31,6 +31,7 @@ segmentation of head and neck anatomy for radiotherapy", JMIR 2021 (surface Dice
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -53,14 +54,14 @@ DEFAULT_BINS = (10.0, 100.0)
 def size_bin_names(edges: Sequence[float] = DEFAULT_BINS) -> list[str]:
     """Names of the bins cut at ``edges``: ``(10, 100)`` -> ``["<10", "10-100", ">=100"]``."""
     edges = [float(e) for e in edges]
-    if any(b <= a for a, b in zip(edges, edges[1:])) or any(e <= 0 for e in edges):
+    if any(b <= a for a, b in itertools.pairwise(edges)) or any(e <= 0 for e in edges):
         raise ValueError(f"size bins: expected increasing positive edges, got {edges}")
 
     def fmt(v: float) -> str:
         return f"{v:g}"
 
     names = [f"<{fmt(edges[0])}"] if edges else []
-    names += [f"{fmt(a)}-{fmt(b)}" for a, b in zip(edges, edges[1:])]
+    names += [f"{fmt(a)}-{fmt(b)}" for a, b in itertools.pairwise(edges)]
     names.append(f">={fmt(edges[-1])}" if edges else "all")
     return names
 

@@ -75,7 +75,7 @@ def _numpy(x: Any) -> np.ndarray:
 
 
 def _positive_score(probs: np.ndarray) -> np.ndarray | None:
-    """Positive-class score of binary probabilities ``(N,)``, ``(N, 1)`` or ``(N, 2)``; None if multi-class."""
+    """Positive-class score of binary probabilities ``(N,)``, ``(N, 1)``, ``(N, 2)``; None if multi-class."""
     if probs.ndim == 1:
         return probs
     if probs.ndim == 2 and probs.shape[1] == 1:

@@ -79,7 +79,7 @@ def test_mismatched_cards_refused(tmp_path, field, kwargs):
 
 
 def test_missing_and_empty(tmp_path):
-    with pytest.raises(FileNotFoundError, match="holds no .ckpt"):
+    with pytest.raises(FileNotFoundError, match=r"holds no \.ckpt"):
         load_ensemble(tmp_path)
-    with pytest.raises(FileNotFoundError, match="nope.ckpt: checkpoint not found"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.ckpt: checkpoint not found"):
         load_ensemble([tmp_path / "nope.ckpt"])
