@@ -16,7 +16,6 @@ Example::
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -51,9 +50,18 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
 
 
+def _common_prefix(names: list[str]) -> list[str]:
+    out = []
+    for chars in zip(*names):
+        if len(set(chars)) != 1:
+            break
+        out.append(chars[0])
+    return out
+
+
 def _suffix_of(names: list[str]) -> str:
-    """Longest common suffix of file names (``["21_training.tif", "22_training.tif"]`` -> ``"_training.tif"``)."""
-    rev = os.path.commonprefix([n[::-1] for n in names])[::-1]
+    """Longest common suffix of names (``["21_training.tif", "22_training.tif"]`` -> ``"_training.tif"``)."""
+    rev = "".join(_common_prefix([n[::-1] for n in names]))[::-1]
     # keep the suffix from a separator or the extension on, so "1.png"/"11.png" keep their digits
     cut = min((rev.find(c) for c in "_-." if c in rev), default=len(rev))
     return rev[cut:]

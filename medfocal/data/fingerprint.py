@@ -83,7 +83,7 @@ class Fingerprint:
     @property
     def median_shape(self) -> list[int]:
         """Median shape per axis (voxels)."""
-        return [int(round(v)) for v in np.median(np.asarray(self.shapes, dtype=float), axis=0)]
+        return [round(v) for v in np.median(np.asarray(self.shapes, dtype=float), axis=0)]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types."""
@@ -222,7 +222,7 @@ def _segmentation(layout: Layout, records: list[dict[str, Any]], max_cases: int)
         counts[: lab.max() + 1] += np.bincount(lab.ravel())
         structure = ndimage.generate_binary_structure(dims, dims)
         for value in np.unique(lab[lab > 0]):
-            components, n = ndimage.label(lab == value, structure)
+            components, _n = ndimage.label(lab == value, structure)
             comps.setdefault(int(value), []).extend(np.bincount(components.ravel())[1:].tolist())
     intensity = []
     for chunks in samples:

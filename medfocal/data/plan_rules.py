@@ -128,8 +128,8 @@ def _augmentation(fp: Fingerprint, anisotropic: bool) -> tuple[dict[str, Any], s
         "colour_prob": 0.3 if fp.modality == "rgb" else 0.0,
     }
     why = (
-        "nnU-Net's set within medfocal.data.Augmentation: mirroring, rotation/scaling, gamma, brightness/contrast,"
-        " noise (elastic and low-resolution simulation are not offered by Augmentation yet)"
+        "nnU-Net's set within medfocal.data.Augmentation: mirroring, rotation/scaling, gamma,"
+        " brightness/contrast, noise (elastic and low-resolution simulation: not in Augmentation yet)"
     )
     return aug, why
 
@@ -139,6 +139,16 @@ def _poly(epochs: int) -> dict[str, Any]:
         "class_path": "torch.optim.lr_scheduler.PolynomialLR",
         "init_args": {"total_iters": epochs, "power": 0.9},
     }
+
+
+def _common_reasons(r: dict[str, str], fp: Fingerprint) -> None:
+    r["seed_everything"] = "fixed seed: splits, sampling and initialisation reproducible"
+    r["trainer.log_every_n_steps"] = "at least once per epoch"
+    r["trainer.logger"] = "metrics.csv per run under runs/plan"
+    r["model.init_args.activation"] = "mutually exclusive classes: softmax"
+    r["model.init_args.class_names"] = f"{len(fp.class_names)} classes from the fingerprint"
+    r["data.init_args.layout"] = f"detected layout: {fp.layout}"
+    r.setdefault("data.init_args.class_names", "from the layout, else the label values")
 
 
 def segmentation_plan(
@@ -151,11 +161,11 @@ def segmentation_plan(
         spacing, why_spacing = target_spacing(fp.spacings)
         sp = np.asarray(fp.spacings)
         uniform = np.allclose(sp, np.asarray(spacing)[None], rtol=0.01)
-        shape = [int(round(m * s / t)) for m, s, t in zip(fp.median_shape, np.median(sp, axis=0), spacing)]
+        shape = [round(m * s / t) for m, s, t in zip(fp.median_shape, np.median(sp, axis=0), spacing)]
     else:
         spacing, why_spacing, uniform, shape = [1.0, 1.0], "", True, fp.median_shape
     anisotropic = max(spacing) > ANISOTROPY * min(spacing)
-    n_train = max(1, int(round(fp.num_cases * 0.8)))
+    n_train = max(1, round(fp.num_cases * 0.8))
     few_2d = dims == 2 and n_train <= 50
     if dims == 2:
         batch, samples = (4, 8) if few_2d else (16, 2)
@@ -326,6 +336,13 @@ def segmentation_plan(
     )
     r["trainer.check_val_every_n_epoch"] = "validation kept near 10% of the training time"
     r["trainer.precision"] = "mixed precision on GPU" if device == "gpu" else "float32 on CPU"
+    _common_reasons(r, fp)
+    r["model.init_args.sw_batch_size"] = "windows per forward pass in validation"
+    r["model.init_args.sw_overlap"] = (
+        "window overlap: 0.5 as nnU-Net on GPU, 0.25 to keep CPU validation short"
+    )
+    r["data.init_args.val_batch_size"] = "whole images of different sizes: one per batch"
+    r["data.init_args.val_fraction"] = "20% of the cases for validation (5-fold split with fold=k)"
     model_args = {
         "model": net,
         "loss": loss,
@@ -368,7 +385,10 @@ def classification_plan(
         reduce = 8.0
     elif small:
         stem = {"conv1_t_size": 3, "conv1_t_stride": 1, "no_max_pool": True}
-        why_stem = f"images {fp.image_shape} <= 64 px: CIFAR-style 3x3 stride-1 stem, no max-pool (MedMNIST ResNet-18 (28))"
+        why_stem = (
+            f"images {fp.image_shape} <= 64 px: CIFAR-style 3x3 stride-1 stem, no max-pool"
+            " (MedMNIST ResNet-18 (28))"
+        )
         reduce = 1.0
     else:
         stem = {"conv1_t_size": 7, "conv1_t_stride": 2, "no_max_pool": False}
@@ -388,7 +408,10 @@ def classification_plan(
         why_loss = f"minority class {minority:.1%}: focal gamma 2 with class-balanced alpha from the counts"
     elif minority < 0.2:
         gamma, alpha = 1.0, None
-        why_loss = f"minority class {minority:.1%}: mild focal gamma 1, no alpha (the operating point corrects the prior)"
+        why_loss = (
+            f"minority class {minority:.1%}: mild focal gamma 1, no alpha"
+            " (the operating point corrects the prior)"
+        )
     else:
         gamma, alpha = 0.0, None
         why_loss = (
@@ -465,6 +488,8 @@ def classification_plan(
     )
     r["data.init_args.batch_size"] = f"{n_train} training images: batch {batch}"
     r["trainer.max_epochs"] = f"{seconds / 60:.0f} min budget / ~{epoch_s:.1f} s per epoch (estimated)"
+    _common_reasons(r, fp)
+    r["data.init_args.val_batch_size"] = "validation batch (no gradients)"
     trainer = {
         "max_epochs": epochs,
         "precision": "16-mixed" if device == "gpu" else "32-true",

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 from medfocal.data.autolayout import find_layout
 from medfocal.data.fingerprint import Fingerprint, compute_fingerprint, print_fingerprint
 from medfocal.data.layouts import CSVLayout, Layout
