@@ -1,9 +1,11 @@
 """The rules of ``medfocal plan``: fingerprint + budget -> config dict and one reason per choice.
 
 Pure functions (no file access), tested one by one. Cost model: seconds per training step are
-``voxels per step * US_PER_VOXEL[device] * 1e-6 * base_filters / 16`` for a ``DynUNet`` (measured on
-the 2-core CPU of this project, shared, at ~6-30 us per voxel for base 16 with deep supervision; the
-lower figure is used, the planner aims at a number of optimiser steps, not at a wall-clock promise).
+``voxels per step * US_PER_VOXEL[device] * 1e-6 * base_filters / 16`` for a ``DynUNet`` with deep
+supervision. The CPU figure was measured on this project's 2-core CPU (DRIVE plan, 32 patches of 64x64,
+base 16: about 5 s of CPU time per step with 2 threads, i.e. ~18 us per voxel of wall time when the
+cores are free; ~4x more when the machine is shared). The planner aims at a number of optimiser steps
+(``MIN_STEPS``), not at a wall-clock promise.
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ __all__ = [
     "target_spacing",
 ]
 
-US_PER_VOXEL = {"cpu": 6.0, "gpu": 0.05}  # training step cost per patch voxel, base 16 filters
+US_PER_VOXEL = {"cpu": 18.0, "gpu": 0.05}  # training step cost per patch voxel, base 16 filters
 CLS_FLOPS = {"cpu": 1.0e10, "gpu": 5.0e12}  # effective training FLOP/s for the classification estimate
-MIN_STEPS = {"cpu": 1500, "gpu": 25000}  # optimiser steps the patch size must leave room for
+MIN_STEPS = {"cpu": 1000, "gpu": 25000}  # optimiser steps the patch size must leave room for
 MAX_PATCH_VOXELS = {2: {"cpu": 256 * 256, "gpu": 512 * 512}, 3: {"cpu": 96**3, "gpu": 160 * 160 * 128}}
 LIMIT_BATCHES = {"cpu": 50, "gpu": 250}  # nnU-Net's 250 iterations per epoch on GPU
 ANISOTROPY = 3.0
