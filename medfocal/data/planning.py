@@ -29,7 +29,8 @@ from typing import Any
 from medfocal.data.autolayout import find_layout
 from medfocal.data.fingerprint import Fingerprint, compute_fingerprint, print_fingerprint
 from medfocal.data.layouts import CSVLayout, Layout
-from medfocal.data.plan_rules import classification_plan, segmentation_plan
+from medfocal.data.plan_classification import classification_plan
+from medfocal.data.plan_rules import segmentation_plan
 
 __all__ = ["Budget", "Plan", "layout_spec", "make_plan", "parse_budget", "plan_dataset", "render_yaml"]
 
