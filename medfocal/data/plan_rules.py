@@ -23,6 +23,7 @@ __all__ = [
     "dynunet_topology",
     "fit_patch",
     "segmentation_plan",
+    "square_in_plane",
     "target_spacing",
 ]
 
@@ -79,6 +80,16 @@ def fit_patch(shape: list[int], spacing: list[float], max_voxels: int) -> list[i
     _, strides = dynunet_topology(patch_int, spacing)
     total = np.prod(np.asarray(strides), axis=0)
     return [int(max(t, (p // t) * t)) for p, t in zip(patch_int, total)]
+
+
+def square_in_plane(patch: list[int], spacing: list[float]) -> list[int]:
+    """Equal sizes on axes 0 and 1 (the smaller, kept a multiple of both axes' total stride), so that
+    90-degree rotations in that plane keep the patch shape (batches must stack)."""
+    _, strides = dynunet_topology(patch, spacing)
+    total = np.prod(np.asarray(strides), axis=0)
+    step = int(max(total[0], total[1]))
+    side = max(step, (min(patch[0], patch[1]) // step) * step)
+    return [side, side, *patch[2:]]
 
 
 def _preprocessing(fp: Fingerprint, spacing: list[float] | None) -> tuple[dict[str, Any], dict[str, str]]:
@@ -178,6 +189,8 @@ def segmentation_plan(
     voxels = step_budget / (US_PER_VOXEL[device] * 1e-6 * base / 16 * patches)
     cap = MAX_PATCH_VOXELS[dims][device]
     patch = fit_patch(shape, spacing, int(min(voxels, cap)))
+    if dims == 2 or not anisotropic:
+        patch = square_in_plane(patch, spacing)
     kernels, strides = dynunet_topology(patch, spacing)
     levels = len(strides)
     step_s = US_PER_VOXEL[device] * 1e-6 * base / 16 * patches * float(np.prod(patch))

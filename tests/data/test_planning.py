@@ -151,6 +151,8 @@ def test_segmentation_plan_2d_few_images(lesion_images_2d):
     data = plan.config["data"]["init_args"]
     assert (data["batch_size"], data["num_samples"]) == (4, 8)
     assert data["preprocessing"]["label_threshold"] == 127
+    # 90-degree rotations are on: the patch must be square or rotated patches cannot be stacked
+    assert data["augmentation"]["rot90_prob"] > 0 and data["roi_size"][0] == data["roi_size"][1]
     model = plan.config["model"]["init_args"]
     assert model["model"]["class_path"] == "medfocal.nets.DynUNet"
     assert model["loss"]["class_path"] == "medfocal.nets.DeepSupervisionLoss"
