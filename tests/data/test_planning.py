@@ -1,0 +1,243 @@
+"""medfocal plan: layout detection, fingerprint, planning rules, YAML with reasons, runs with fit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+from scipy import ndimage
+
+from medfocal.data.autolayout import find_layout
+from medfocal.data.fingerprint import compute_fingerprint
+from medfocal.data.layouts import CaseFoldersLayout, PairedFoldersLayout
+from medfocal.data.plan_rules import dynunet_topology, fit_patch, target_spacing
+from medfocal.data.planning import layout_spec, make_plan, parse_budget, plan_dataset, render_yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+# ---------------------------------------------------------------- rules
+
+
+def test_target_spacing_anisotropic_takes_10th_percentile():
+    spacings = [[1, 1, 5], [1, 1, 4], [0.8, 0.8, 6], [1, 1, 5], [1, 1, 3]]
+    target, why = target_spacing(spacings)
+    # sorted z spacings 3, 4, 5, 5, 6: 10th percentile = 3 + 0.4 * (4 - 3)
+    assert target == pytest.approx([1.0, 1.0, 3.4])
+    assert "anisotropic" in why
+    assert target_spacing([[1, 1, 2], [1, 1, 2.5], [1.2, 1, 2]])[0] == pytest.approx([1.0, 1.0, 2.0])
+
+
+def test_dynunet_topology_anisotropic_by_hand():
+    kernels, strides = dynunet_topology([128, 128, 16], [0.8, 0.8, 4.0])
+    # z (4 mm) is pooled only once x/y reach 3.2 mm (within 2x), and stops when its size drops below 8
+    assert strides == [[1, 1, 1], [2, 2, 1], [2, 2, 1], [2, 2, 2], [2, 2, 2], [2, 2, 1]]
+    assert kernels == [[3, 3, 1], [3, 3, 1], [3, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]]
+
+
+def test_fit_patch_budget_and_divisibility():
+    assert fit_patch([64, 48], [1.0, 1.0], 10**6) == [64, 48]
+    patch = fit_patch([565, 584], [1.0, 1.0], 4096)
+    _, strides = dynunet_topology(patch, [1.0, 1.0])
+    total = np.prod(np.asarray(strides), axis=0)
+    assert np.prod(patch) <= 4096 and all(p % t == 0 for p, t in zip(patch, total))
+    # square pixels: a square-ish patch, using at least half of the voxel budget
+    assert abs(patch[0] - patch[1]) <= 8 and np.prod(patch) >= 2048
+
+
+def test_parse_budget():
+    assert parse_budget("cpu").minutes == 30 and parse_budget("gpu").device == "gpu"
+    assert parse_budget("45").minutes == 45.0
+    with pytest.raises(ValueError, match="expected 'cpu', 'gpu' or minutes"):
+        parse_budget("fast")
+
+
+# ---------------------------------------------------------------- layout detection
+
+
+def _png(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array.astype(np.uint8)).save(path)
+
+
+def _drive_like(root: Path, n: int = 4) -> Path:
+    rng = np.random.default_rng(0)
+    for i in range(21, 21 + n):
+        _png(root / "images" / f"{i}_training.png", rng.integers(0, 255, (40, 36, 3)))
+        mask = np.zeros((40, 36))
+        mask[5:9, 4:30] = 255
+        mask[20, 20] = 255
+        _png(root / "1st_manual" / f"{i}_manual1.png", mask)
+        _png(root / "mask" / f"{i}_training_mask.png", np.full((40, 36), 255))
+    return root
+
+
+def test_drive_like_folder_detected_with_suffixes_and_fov(tmp_path):
+    layout = find_layout(_drive_like(tmp_path / "drive"))
+    assert isinstance(layout, PairedFoldersLayout)
+    assert (layout.image_suffix, layout.mask_suffix, layout.fov_suffix) == (
+        "_training.png",
+        "_manual1.png",
+        "_training_mask.png",
+    )
+    first = layout.records()[0]
+    assert first["case"] == "21" and first["fov"].endswith("21_training_mask.png")
+
+
+def test_ambiguous_label_folders_name_the_option(tmp_path):
+    root = _drive_like(tmp_path / "d")
+    (root / "labels").mkdir()
+    with pytest.raises(ValueError, match=r"several label folders \['labels', '1st_manual'\].*masks_dir="):
+        find_layout(root)
+
+
+def test_flat_nifti_folder_asks_for_a_csv(tmp_path):
+    for name in ("ct.nii.gz", "seg.nii.gz"):
+        nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)), tmp_path / name)
+    with pytest.raises(ValueError, match="write a CSV manifest"):
+        find_layout(tmp_path)
+
+
+def test_case_folders_detected(case_folders):
+    layout = find_layout(case_folders)
+    assert isinstance(layout, CaseFoldersLayout)
+    assert layout.channels == ["Flair_x.nii.gz", "T1c_x.nii.gz"] and layout.label == "seg.nii.gz"
+
+
+# ---------------------------------------------------------------- fingerprint
+
+
+def test_fingerprint_3d_against_nibabel(lesion_dataset):
+    fp = compute_fingerprint(lesion_dataset)
+    assert fp.task == "segmentation" and fp.spatial_dims == 3 and fp.num_cases == 6
+    assert sorted(fp.median_spacing) == pytest.approx(sorted([1.2, 0.9, 2.5]), abs=1e-4)
+    labels = [
+        np.asarray(nib.load(p).dataobj).astype(int) for p in sorted((lesion_dataset / "labelsTr").glob("*"))
+    ]
+    counts = np.bincount(np.concatenate([lab.ravel() for lab in labels]), minlength=2)
+    assert fp.class_fractions == pytest.approx((counts / counts.sum()).tolist())
+    n_components = sum(ndimage.label(lab == 1, np.ones((3, 3, 3)))[1] for lab in labels)
+    assert fp.components["1"]["per_case"] == pytest.approx(n_components / 6)
+    assert fp.modality == "mri"  # "MRI0" declared in dataset.json
+
+
+def test_fingerprint_2d_and_classification(lesion_images_2d, classification_npz):
+    fp = compute_fingerprint(lesion_images_2d)
+    assert (fp.spatial_dims, fp.in_channels, fp.modality, fp.label_values) == (2, 3, "rgb", [0, 255])
+    assert fp.median_shape == [64, 64] and fp.components["1"]["per_case"] == 1.0
+    cls = compute_fingerprint(classification_npz)
+    with np.load(classification_npz) as data:
+        expected = np.bincount(data["train_labels"].ravel(), minlength=3).tolist()
+    assert cls.task == "classification" and cls.class_counts == expected and cls.image_shape == [28, 28]
+
+
+# ---------------------------------------------------------------- plans
+
+
+def _plan(data, **kw):
+    layout = find_layout(data)
+    return make_plan(compute_fingerprint(layout), layout_spec(layout, data), **kw)
+
+
+def test_segmentation_plan_2d_few_images(lesion_images_2d):
+    plan = _plan(lesion_images_2d)
+    data = plan.config["data"]["init_args"]
+    assert (data["batch_size"], data["num_samples"]) == (4, 8)
+    assert data["preprocessing"]["label_threshold"] == 127
+    # 90-degree rotations are on: the patch must be square or rotated patches cannot be stacked
+    assert data["augmentation"]["rot90_prob"] > 0 and data["roi_size"][0] == data["roi_size"][1]
+    model = plan.config["model"]["init_args"]
+    assert model["model"]["class_path"] == "medfocal.nets.DynUNet"
+    assert model["loss"]["class_path"] == "medfocal.nets.DeepSupervisionLoss"
+    assert model["lr_scheduler"]["class_path"] == "torch.optim.lr_scheduler.PolynomialLR"
+    assert model["lr_scheduler"]["init_args"]["total_iters"] == plan.config["trainer"]["max_epochs"]
+    text = render_yaml(plan)
+    assert yaml.safe_load(text) == plan.config
+    for key in ("roi_size", "num_samples", "batch_size", "max_epochs", "strides", "loss", "augmentation"):
+        line = next(i for i, t in enumerate(text.splitlines()) if t.strip().startswith(f"{key}:"))
+        assert text.splitlines()[line - 1].strip().startswith("# "), key
+
+
+def test_classification_plan_small_images(classification_npz):
+    plan = _plan(classification_npz)
+    net = plan.config["model"]["init_args"]["model"]["init_args"]
+    assert (net["conv1_t_size"], net["conv1_t_stride"], net["no_max_pool"]) == (3, 1, True)
+    assert plan.config["model"]["init_args"]["monitor"] == "val/auroc"
+    counts = np.asarray(compute_fingerprint(classification_npz).class_counts, float)
+    assert net["prior"] == pytest.approx((counts / counts.sum()).tolist(), abs=1e-4)
+
+
+def test_preset_loss_and_wrong_kind(lesion_images_2d):
+    plan = _plan(lesion_images_2d, preset="lesion_isic")
+    inner = plan.config["model"]["init_args"]["loss"]["init_args"]["loss"]
+    assert inner["class_path"] == "medfocal.losses.JaccardFocalLoss"
+    with pytest.raises(ValueError, match="a classification preset, but the data is segmentation"):
+        _plan(lesion_images_2d, preset="nodule_cls_ct")
+
+
+def test_plan_dataset_writes_yaml_and_fingerprint(lesion_dataset, tmp_path):
+    out = plan_dataset(lesion_dataset, out=tmp_path / "p.yaml", show=False)
+    config = yaml.safe_load(out.read_text())
+    fp = json.loads((tmp_path / "p.fingerprint.json").read_text())
+    assert fp["task"] == "segmentation" and config["data"]["init_args"]["layout"] == str(
+        lesion_dataset.resolve()
+    )
+    assert len(config["data"]["init_args"]["roi_size"]) == 3
+
+
+@pytest.mark.slow
+def test_planned_configs_run_fast_dev_run(lesion_dataset, lesion_images_2d, classification_npz, tmp_path):
+    for name, data in (("seg3d", lesion_dataset), ("seg2d", lesion_images_2d), ("cls", classification_npz)):
+        out = plan_dataset(data, out=tmp_path / f"{name}.yaml", show=False)
+        run = subprocess.run(
+            [sys.executable, "-m", "medfocal.cli", "fit", "--config", str(out), "--trainer.fast_dev_run=true",
+             "--data.init_args.num_workers=0", "--trainer.logger=false"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=600,
+            env={**__import__("os").environ, "PYTHONPATH": str(REPO)},
+        )  # fmt: skip
+        assert run.returncode == 0, (name, run.stderr[-3000:])
+
+
+# ---------------------------------------------------------------- shared real data
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize(
+    "rel", ["drive/training", "kvasir_seg_sample", "brats2013", "medmnist/BreastMNIST.npz",
+            "medmnist/retinamnist.npz", "medmnist/adrenalmnist3d.npz", "medmnist/adrenalmnist3d_64.npz"],
+)  # fmt: skip
+def test_plan_on_shared_data(shared_data, rel, tmp_path):
+    path = shared_data / rel
+    if not path.exists():
+        pytest.skip(f"{path} not present in the shared data")
+    config = yaml.safe_load(plan_dataset(path, out=tmp_path / "p.yaml", show=False).read_text())
+    data = config["data"]["init_args"]
+    if rel == "drive/training":
+        layout = data["layout"]["init_args"]
+        assert layout["fov_dir"].endswith("mask") and layout["mask_suffix"] == "_manual1.gif"
+        assert (data["num_samples"], data["batch_size"]) == (8, 4)
+    if rel == "brats2013":
+        assert data["layout"]["init_args"]["val_root"].endswith("validation")
+        assert config["model"]["init_args"]["model"]["init_args"]["out_channels"] == 5
+        assert data["crop"] == "label_classes"
+
+
+@pytest.mark.realdata
+def test_plan_totalseg_through_a_csv(shared_data, tmp_path):
+    root = shared_data / "totalseg_example"
+    if not root.exists():
+        pytest.skip(f"{root} not present in the shared data")
+    with pytest.raises(ValueError, match="CSV manifest"):
+        find_layout(root)
+    csv = tmp_path / "cases.csv"
+    csv.write_text(f"image,label\n{root / 'example_ct_sm.nii.gz'},{root / 'example_seg.nii.gz'}\n")
+    config = yaml.safe_load(plan_dataset(csv, out=tmp_path / "p.yaml", show=False).read_text())
+    spec = config["data"]["init_args"]["preprocessing"]
+    assert spec["modality"] == "ct" and spec["window"][0] < spec["window"][1]
