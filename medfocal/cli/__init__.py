@@ -55,6 +55,8 @@ COMMANDS: dict[str, Command] = {
     "check-data": Command("medfocal.cli.check_data", presets=True),
     "demo": Command("medfocal.cli.demo", presets=True),
     "export": Command("medfocal.cli.export"),
+    "plan": Command("medfocal.cli.plan"),
+    "cv": Command("medfocal.cli.cv", presets=True),
 }
 EXTRA_COMMANDS = COMMANDS  # the former name
 LIGHTNING_COMMANDS: dict[str, str] = {

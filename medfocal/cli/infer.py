@@ -41,7 +41,12 @@ def parser() -> argparse.ArgumentParser:
         skip=("device",),
         flags={"path": ("-c", "--checkpoint"), "trust": ("--trust-checkpoint",)},
         overrides={
-            "path": {"metavar": "CKPT", "help": "medfocal checkpoint (.ckpt)"},
+            "path": {
+                "metavar": "CKPT",
+                "nargs": "+",
+                "help": "medfocal checkpoint (.ckpt), exported model (.onnx, .pt), or several checkpoints / "
+                "a folder of them / a `medfocal cv` folder: an ensemble (mean of calibrated probabilities)",
+            },
             "trust": {"help": "allow a full unpickle if the safe load fails; only for checkpoints you made"},
         },
     )

@@ -117,8 +117,23 @@ class EnsembleModel(nn.Module):
         return torch.log(p) if self.activation == "softmax" else torch.log(p) - torch.log1p(-p)
 
 
+def _cv_members(folder: Path) -> list[Path]:
+    """The best checkpoint of each fold listed in ``folder/cv_summary.json`` (``medfocal cv``)."""
+    import json
+
+    summary = json.loads((folder / "cv_summary.json").read_text())
+    files = [Path(f["best_checkpoint"]) for f in summary.get("folds", []) if f.get("best_checkpoint")]
+    missing = [str(f) for f in files if not f.is_file()]
+    if not files or missing:
+        raise FileNotFoundError(
+            f"{folder}/cv_summary.json: " + (f"missing fold checkpoints {missing}" if missing else "no folds")
+        )
+    return files
+
+
 def expand_checkpoints(paths: Sequence[str | Path] | str | Path) -> list[Path]:
-    """Checkpoint files from paths and folders (a folder gives its ``*.ckpt``, sorted).
+    """Checkpoint files from paths and folders (a folder gives its ``*.ckpt``, sorted; a ``medfocal cv``
+    folder, with its ``cv_summary.json``, gives each fold's best checkpoint).
 
     Raises:
         FileNotFoundError: a path does not exist, or a folder holds no ``.ckpt``.
@@ -127,7 +142,9 @@ def expand_checkpoints(paths: Sequence[str | Path] | str | Path) -> list[Path]:
     out: list[Path] = []
     for item in items:
         path = Path(item)
-        if path.is_dir():
+        if path.is_dir() and (path / "cv_summary.json").is_file():
+            out += _cv_members(path)  # a `medfocal cv` folder: each fold's best checkpoint
+        elif path.is_dir():
             found = sorted(path.glob("*.ckpt"))
             if not found:
                 raise FileNotFoundError(f"{path}: folder holds no .ckpt checkpoint")

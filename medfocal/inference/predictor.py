@@ -117,18 +117,29 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path, device: str | torch.device | None = None, trust: bool = False, **kwargs: Any
+        cls,
+        path: str | Path | Sequence[str | Path],
+        device: str | torch.device | None = None,
+        trust: bool = False,
+        **kwargs: Any,
     ) -> Predictor:
         """Rebuild the network from a self-describing checkpoint (``weights_only=True``) and wrap it.
 
         ``path`` may also be a model exported by ``medfocal export`` (``.onnx``, run by onnxruntime, or
-        TorchScript ``.pt``): the model card stored in the file gives the same preprocessing.
-        ``trust=True`` allows a full unpickle when the safe load fails (own checkpoints only).
+        TorchScript ``.pt``): the model card stored in the file gives the same preprocessing. Several
+        checkpoints, a folder of them or a ``medfocal cv`` folder make an ensemble: the mean of the members'
+        temperature-scaled probabilities, after checking that their cards agree (classes, preprocessing,
+        patch size). ``trust=True`` allows a full unpickle when the safe load fails (own checkpoints only).
         Other keyword arguments go to :class:`Predictor`.
         """
         from medfocal.export import load_model
+        from medfocal.inference.ensemble import load_ensemble
 
-        card, model = load_model(path, trust=trust)
+        paths = [path] if isinstance(path, (str, Path)) else list(path)
+        if len(paths) == 1 and not Path(paths[0]).is_dir():
+            card, model = load_model(paths[0], trust=trust)
+        else:
+            card, model = load_ensemble(paths, trust=trust)
         return cls(model, card, device=device, **kwargs)
 
     # ---- model passes -------------------------------------------------------------------------
