@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -30,6 +31,7 @@ __all__ = [
     "TMP_PREFIX",
     "BackgroundWriter",
     "atomic_path",
+    "check_output_writable",
     "remove_stale_temporaries",
     "save_label_image",
     "save_probabilities",
@@ -53,6 +55,30 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def check_output_writable(output_dir: str | Path) -> Path:
+    """Create ``output_dir`` if needed and check that a file can be written there (before any work).
+
+    ``medfocal infer`` calls it before loading the checkpoint; :func:`predict_folder` before any case.
+
+    Raises:
+        ValueError: one line naming the folder and the problem.
+    """
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: the output path is a file, not a folder; choose another output folder (-o)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=TMP_PREFIX):
+            pass
+    except OSError as err:
+        reason = err.strerror or str(err) or type(err).__name__
+        raise ValueError(
+            f"{out}: the output folder is not writable ({reason}); choose another output folder (-o) "
+            "or fix its permissions"
+        ) from None
+    return out
 
 
 def remove_stale_temporaries(folder: str | Path) -> int:

@@ -116,7 +116,8 @@ def test_interrupted_write_leaves_nothing(predictor, lesion_cases, tmp_path, mon
     monkeypatch.setattr(nib, "save", crash_after_partial)
     result = predictor.predict_folder(image, out, num_workers=0, progress=False)
     assert not result.ok and "disk full" in result.failures[0][1]
-    assert sorted(p.name for p in out.iterdir()) == ["report.csv"]
+    assert sorted(p.name for p in out.iterdir()) == [".medfocal", "report.csv"]
+    assert not list(out.glob(f"**/{TMP_PREFIX}*"))
     monkeypatch.setattr(nib, "save", real_save)
     (out / f"{TMP_PREFIX}stale-case.nii.gz").write_bytes(b"left by a killed run")
     result = predictor.predict_folder(image, out, num_workers=0, progress=False)
@@ -239,7 +240,7 @@ def test_classification_csv(tmp_path):
     for _ in range(2):  # skipped rows keep their probabilities and stay skipped
         again = predictor.predict_folder(inp, tmp_path / "o", progress=False)
         assert again.counts["skipped"] == 3
-        assert again.rows[0]["prob_benign"] == rows[0]["prob_benign"]
+        assert float(again.rows[0]["prob_benign"]) == float(rows[0]["prob_benign"])
 
 
 def result_case(path: Path):
