@@ -233,12 +233,22 @@ class _CaseDataset(torch.utils.data.Dataset):
 
 
 def load_case(
-    case: Case, transforms: Any, in_channels: int, spatial_dims: int, nonfinite: str = "error"
+    case: Case,
+    transforms: Any,
+    in_channels: int,
+    spatial_dims: int,
+    nonfinite: str = "error",
+    warnings: list[str] | None = None,
 ) -> Any:
-    """The preprocessed image of one case; ``ValueError`` naming its file when it cannot be used."""
+    """The preprocessed image of one case; ``ValueError`` naming its file when it cannot be used.
+
+    ``warnings``: a list that receives the warnings of ``nonfinite="replace"``.
+    """
     item = _CaseDataset([case], transforms, in_channels, spatial_dims, nonfinite)[0]
     if "error" in item:
         raise ValueError(item["error"])
+    if warnings is not None:
+        warnings += item["warnings"]
     return item["image"]
 
 

@@ -199,8 +199,9 @@ class Predictor:
             output = self.head.merge(passes())
         return output[0].cpu()
 
-    def _load(self, case: Case) -> Any:
-        return load_case(case, self.transforms, self.card.in_channels, self.card.spatial_dims, self.nonfinite)
+    def _load(self, case: Case, warnings: list[str] | None = None) -> Any:
+        card = self.card
+        return load_case(case, self.transforms, card.in_channels, card.spatial_dims, self.nonfinite, warnings)
 
     def _finish(self, case: Case, image: Any, output: torch.Tensor) -> Prediction:
         return self.head.finish(case, image, output)
@@ -211,7 +212,8 @@ class Predictor:
         Returns:
             :class:`Prediction`; segmentation: ``label`` (uint8, input shape), ``probabilities``
             (``(C, *spatial)`` in the input grid), ``affine`` and report ``statistics``;
-            classification: ``probabilities`` ``(C,)``.
+            classification: ``probabilities`` ``(C,)``. With ``nonfinite="replace"``, what was
+            replaced is in ``statistics["warnings"]``.
 
         Raises:
             ValueError: unreadable file, wrong channel count or dimensionality, a shape the model cannot
@@ -222,12 +224,16 @@ class Predictor:
         else:
             paths = [Path(source)] if isinstance(source, (str, Path)) else [Path(p) for p in source]
             case = Case(discover_cases(paths[0])[0].case_id, paths)
-        image = self._load(case)
+        warnings: list[str] = []
+        image = self._load(case, warnings)
         try:
-            output = self.predict_tensor(image)
+            output, more = self.predict_checked(image)
         except ValueError as err:
             raise ValueError(f"{case.source}: {err}") from None
-        return self._finish(case, image, output)
+        prediction = self._finish(case, image, output)
+        if warnings or more:
+            prediction.statistics["warnings"] = "; ".join(warnings + more)
+        return prediction
 
     def predict_folder(
         self,

@@ -105,6 +105,8 @@ def test_nonfinite_replace_predicts_and_flags_the_case(ckpt, demo_data, tmp_path
     assert row["warnings"] == f"2 non-finite input voxel(s) set to {minimum:g}"
     mask = np.asarray(nib.load(tmp_path / "out" / src.name).dataobj)
     assert mask.sum() > 100 and np.array_equal(mask, clean.label)  # the corners are background anyway
+    single = predictor.predict_volume(bad)
+    assert single.statistics["warnings"] == row["warnings"] and np.array_equal(single.label, clean.label)
 
 
 def test_nonfinite_probabilities_of_the_network(demo_data, tmp_path):
