@@ -38,6 +38,7 @@ __all__ = [
     "FORMAT_VERSION",
     "ModelCard",
     "card_of_checkpoint",
+    "load_checkpoint_file",
     "update_card_file",
 ]
 
@@ -241,12 +242,7 @@ def update_card_file(path: str | os.PathLike[str], trust: bool = False, **change
     import torch
 
     path = Path(path)
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        if not trust:
-            raise
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = load_checkpoint_file(path, trust=trust)
     card = card_of_checkpoint(checkpoint, path, complete=False).replace(**changes)
     checkpoint[CARD_KEY] = card.to_dict()
     state = checkpoint.get("state_dict")
@@ -259,6 +255,83 @@ def update_card_file(path: str | os.PathLike[str], trust: bool = False, **change
     finally:
         tmp.unlink(missing_ok=True)
     return card
+
+
+def _zip_intact(path: Path) -> bool:
+    """Whether ``path`` is a zip archive (``torch.save``'s format) whose members all pass their CRC check."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError, RuntimeError):
+        return False
+
+
+def load_checkpoint_file(path: str | os.PathLike[str], trust: bool = False) -> Any:
+    """``torch.load`` a checkpoint on the CPU, safely (``weights_only=True``), with one-line errors.
+
+    A file that cannot be read at all (truncated, zero bytes, not a ``torch.save`` archive, a member
+    failing its CRC) is reported as truncated or corrupt; an intact file that holds Python objects the
+    safe loader refuses is reported with the advice to trust it, which ``trust=True`` does (a full
+    unpickle: only for checkpoints you made yourself).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: truncated/corrupt, or (``trust=False``) extra Python objects; naming the file.
+    """
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # the weights_only filter refused something; an intact archive holds extra Python objects
+        if not _zip_intact(path):
+            raise ValueError(_corrupt_message(path, err)) from None
+        if not trust:
+            raise ValueError(
+                f"{path}: intact, but cannot be loaded with weights_only=True: it holds Python objects "
+                f"beyond tensors and plain types ({_refused(err)}); re-save it with plain types, or pass "
+                "--trust-checkpoint (trust=True) if you made it yourself"
+            ) from None
+    except Exception as err:  # zip/stream errors, EOFError, KeyError of a non-torch file...
+        raise ValueError(_corrupt_message(path, err)) from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # intact archive, but its objects need code that is not importable here
+        raise ValueError(
+            f"{path}: intact, but its Python objects cannot be rebuilt here ({type(err).__name__}: "
+            f"{_first_sentence(err)}); install the code that wrote it, or re-save it with plain types"
+        ) from None
+
+
+def _first_sentence(err: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    text = text.split(". ")[0]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _refused(err: BaseException) -> str:
+    """What the weights_only filter refused (torch's message names it on a ``WeightsUnpickler`` line)."""
+    for line in str(err).splitlines():
+        if "WeightsUnpickler error" in line or "Unsupported global" in line:
+            return _first_sentence(Exception(line.split("error:", 1)[-1]))
+    return _first_sentence(err)
+
+
+def _corrupt_message(path: Path, err: BaseException) -> str:
+    size = path.stat().st_size if path.exists() else 0
+    detail = _first_sentence(err)
+    return (
+        f"{path}: the checkpoint file is truncated or corrupt ({size} bytes; "
+        f"{type(err).__name__}: {detail}); copy it again or use another checkpoint "
+        "(--trust-checkpoint does not help)"
+    )
 
 
 def _int_or_none(value: Any) -> int | None:

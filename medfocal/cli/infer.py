@@ -69,19 +69,22 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``medfocal infer``: exit 0 if every case succeeded, 1 if some failed, 2 for a run-level error."""
+    """``medfocal infer``: exit 0 if every case succeeded, 1 if some failed, 2 for a run-level error,
+    130 when interrupted (the report is written; a second run resumes)."""
     import inspect
 
     args = vars(parser().parse_args(list(sys.argv[1:] if argv is None else argv)))
     import torch
 
     from medfocal.inference.predictor import Predictor
+    from medfocal.inference.writer import check_output_writable
 
     threads = args.pop("threads")
     if threads > 0:
         torch.set_num_threads(threads)
     folder = {k: args.pop(k) for k in inspect.signature(Predictor.predict_folder).parameters if k in args}
     try:
+        check_output_writable(folder["output_dir"])  # before the (slow) checkpoint load
         predictor = Predictor.from_checkpoint(**args)
         result = predictor.predict_folder(**folder)
     except (FileNotFoundError, ValueError) as err:
@@ -91,4 +94,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ERROR {case}: {message}", file=sys.stderr)
     print(result.summary.splitlines()[0])
     print(f"report: {result.report_path}")
-    return 0 if result.ok else 1
+    return result.exit_code  # 0 all done, 1 some cases failed, 130 interrupted (Ctrl-C; run again to resume)

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from medfocal.card import FORMAT_VERSION, ModelCard, card_of_checkpoint
+from medfocal.card import FORMAT_VERSION, ModelCard, card_of_checkpoint, load_checkpoint_file
 
 __all__ = ["FORMAT_VERSION", "CheckpointInfo", "load_checkpoint", "read_checkpoint"]
 
@@ -38,20 +38,11 @@ def read_checkpoint(path: str | Path, trust: bool = False) -> tuple[ModelCard, d
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not loadable safely, or not a medfocal checkpoint.
+        ValueError: truncated or corrupt; holds Python objects the safe loader refuses (and not
+            ``trust``); not a medfocal checkpoint (see :func:`medfocal.card.load_checkpoint_file`).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        if not trust:
-            raise ValueError(
-                f"{path}: cannot be loaded with weights_only=True ({type(err).__name__}: {str(err)[:200]}); "
-                "re-save it with plain types, or pass --trust-checkpoint if you made it yourself"
-            ) from None
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint_file(path, trust=trust)
     if isinstance(ckpt, Mapping) and "state_dict" not in ckpt:
         raise ValueError(
             f"{path}: not a medfocal checkpoint (expected keys 'medfocal' and 'state_dict', "

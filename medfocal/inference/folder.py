@@ -2,18 +2,28 @@
 
 Loading runs in DataLoader workers (or a prefetch thread), the model runs in the calling thread, and
 inversion to the input geometry, post-processing and atomic writing run in a background thread with a
-bounded queue, so the model does not wait on disk. Cases whose outputs exist are skipped (resume);
-a failing case is reported and the others go on. What a case's outputs and report columns are is the
-task's prediction head's business (``medfocal.inference.heads``).
+bounded queue, so the model does not wait on disk. A failing case is reported and the others go on.
+What a case's outputs and report columns are is the task's prediction head's business
+(``medfocal.inference.heads``).
+
+Durability: the output folder is checked writable before anything runs; each finished case's row is
+written at once to ``OUT/.medfocal/cases/<case>.json`` (atomically) and the report CSV is rebuilt from
+these records every few seconds and at the end, so a run killed at any moment keeps what it finished.
+``OUT/.medfocal/run.json`` holds the SHA-256 of the checkpoint (and the medfocal version): a resume
+skips the cases whose record says done and whose files exist, and is refused with another checkpoint
+unless ``overwrite``. Ctrl-C (``KeyboardInterrupt``) stops after the case being written, writes the
+report and returns a result with ``interrupted=True`` (``medfocal infer`` exits 130).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import queue
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,15 +31,36 @@ import torch
 
 from medfocal.inference.cases import Case, check_case, discover_cases, refuse_output_in_input
 from medfocal.inference.progress import progress_bar
-from medfocal.inference.report import format_summary, read_report, write_csv
-from medfocal.inference.writer import BackgroundWriter, remove_stale_temporaries
+from medfocal.inference.report import (
+    STATE_DIR,
+    format_summary,
+    read_case_records,
+    read_report,
+    record_run,
+    write_case_record,
+    write_csv,
+)
+from medfocal.inference.writer import BackgroundWriter, check_output_writable, remove_stale_temporaries
 
 if TYPE_CHECKING:
     from medfocal.inference.predictor import Predictor
 
-__all__ = ["PROBABILITY_FORMATS", "InferenceResult", "case_error", "load_case", "predict_folder"]
+__all__ = [
+    "NONFINITE_MODES",
+    "PROBABILITY_FORMATS",
+    "InferenceResult",
+    "case_error",
+    "check_output_writable",
+    "checkpoint_identity",
+    "load_case",
+    "predict_folder",
+]
 
 PROBABILITY_FORMATS = ("nifti", "npz")
+#: ``Predictor(nonfinite=...)``: a NaN/Inf in the input (or after preprocessing, or in the network's
+#: probabilities) fails the case ("error"), or is replaced and flagged in the report ("replace")
+NONFINITE_MODES = ("error", "replace")
+REPORT_EVERY_S = 2.0  # rebuild the report CSV from the case records at most this often during a run
 
 
 @dataclass
@@ -41,12 +72,21 @@ class InferenceResult:
     output_dir: Path
     report_path: Path
     seconds: float
+    #: stopped by Ctrl-C (``KeyboardInterrupt``): the cases not in ``rows`` were not done
+    interrupted: bool = False
+    #: what ``OUT/.medfocal/run.json`` holds (checkpoint, its SHA-256, medfocal version)
+    run_info: dict[str, Any] = field(default_factory=dict)
+    #: cases of the input, done or not
+    total: int = 0
 
     @property
     def counts(self) -> dict[str, int]:
+        """Rows per status (``ok``, ``skipped``, ``failed``); ``interrupted``: cases left undone."""
         out: dict[str, int] = {"ok": 0, "skipped": 0, "failed": 0}
         for r in self.rows:
             out[r["status"]] = out.get(r["status"], 0) + 1
+        if self.interrupted:
+            out["interrupted"] = max(self.total - len(self.rows), 0)
         return out
 
     @property
@@ -55,7 +95,15 @@ class InferenceResult:
 
     @property
     def ok(self) -> bool:
-        return not self.failures
+        return not self.failures and not self.interrupted
+
+    @property
+    def exit_code(self) -> int:
+        """What ``medfocal infer`` exits with: 130 interrupted (as a shell does on SIGINT), 1 some case
+        failed, 0 all done."""
+        if self.interrupted:
+            return 130
+        return 1 if self.failures else 0
 
 
 def _root_message(err: BaseException) -> str:
@@ -63,7 +111,7 @@ def _root_message(err: BaseException) -> str:
     while err.__cause__ is not None:
         err = err.__cause__
     text = " ".join(str(err).split()) or type(err).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
+    return text if len(text) <= 600 else text[:597] + "..."
 
 
 def case_error(case: Case, err: BaseException) -> str:
@@ -72,14 +120,87 @@ def case_error(case: Case, err: BaseException) -> str:
     return msg if str(case.paths[0]) in msg else f"{case.source}: {msg}"
 
 
-class _CaseDataset(torch.utils.data.Dataset):
-    """Loads and preprocesses one case per item; errors become ``{"error": ...}`` items, not crashes."""
+_REPLACE_HINT = "or pass nonfinite='replace' (--nonfinite replace) to {what} and flag the case in the report"
 
-    def __init__(self, cases: Sequence[Case], transforms: Any, in_channels: int, spatial_dims: int) -> None:
+
+def check_finite(values: torch.Tensor, stage: str, mode: str, fill: float | None = None) -> list[str]:
+    """One ``torch.isfinite(values).all()``; a NaN/Inf is an error or (``mode="replace"``) replaced in place.
+
+    Args:
+        values: the loaded image, the preprocessed image or the network's probabilities.
+        stage: ``"input"``, ``"preprocessed"`` or ``"output"`` (what the message says).
+        mode: one of :data:`NONFINITE_MODES`.
+        fill: the replacement value; ``None``: the minimum of the finite values (0 if there are none).
+
+    Returns:
+        the warnings for the case's report row (empty when all values are finite).
+
+    Raises:
+        ValueError: a non-finite value with ``mode="error"``: one line saying where and the fix.
+    """
+    if bool(torch.isfinite(values).all()):
+        return []
+    bad = ~torch.isfinite(values)
+    n = int(bad.sum())
+    if mode != "replace":
+        if stage == "input":
+            what = "set them to the image minimum"
+            raise ValueError(
+                f"{n} non-finite voxel(s) (NaN/Inf) in the image: fix or mask them in the file, "
+                + _REPLACE_HINT.format(what=what)
+            )
+        if stage == "preprocessed":
+            raise ValueError(
+                f"preprocessing gave {n} non-finite value(s) (intensities too large for float32 arithmetic): "
+                "rescale the image, " + _REPLACE_HINT.format(what="set them to 0")
+            )
+        raise ValueError(
+            f"the network gave {n} non-finite probabilities (extreme intensities, or a broken checkpoint): "
+            "check the image's intensities and the checkpoint, " + _REPLACE_HINT.format(what="set them to 0")
+        )
+    if fill is None:
+        finite = values[~bad]
+        fill = float(finite.min()) if finite.numel() else 0.0
+    with torch.inference_mode(values.is_inference()):  # the network's output is an inference tensor
+        values[bad] = fill
+    where = {"input": "input voxel(s)", "preprocessed": "value(s) after preprocessing"}.get(
+        stage, "probabilities from the network"
+    )
+    return [f"{n} non-finite {where} set to {fill:g}"]
+
+
+def _load_split(transforms: Any) -> int | None:
+    """Index of the step after loading in the preprocessing ``Compose`` (None: it loads nothing)."""
+    from monai.transforms import LoadImaged
+
+    steps = getattr(transforms, "transforms", ())
+    for i, step in enumerate(steps):
+        if isinstance(step, LoadImaged):
+            return i + 1
+    return None
+
+
+class _CaseDataset(torch.utils.data.Dataset):
+    """Loads and preprocesses one case per item; errors become ``{"error": ...}`` items, not crashes.
+
+    Non-finite values are checked right after loading and after preprocessing (``nonfinite``); the
+    warnings of ``nonfinite="replace"`` come with the item.
+    """
+
+    def __init__(
+        self,
+        cases: Sequence[Case],
+        transforms: Any,
+        in_channels: int,
+        spatial_dims: int,
+        nonfinite: str = "error",
+    ) -> None:
         self.cases = list(cases)
         self.transforms = transforms
         self.in_channels = in_channels
         self.spatial_dims = spatial_dims
+        self.nonfinite = nonfinite
+        self.split = _load_split(transforms)
 
     def __len__(self) -> int:
         return len(self.cases)
@@ -89,23 +210,77 @@ class _CaseDataset(torch.utils.data.Dataset):
         try:
             check_case(case, self.in_channels, self.spatial_dims)
             source = str(case.paths[0]) if len(case.paths) == 1 else [str(p) for p in case.paths]
-            image = self.transforms({"image": source})["image"]
+            data: Any = {"image": source}
+            warnings: list[str] = []
+            if self.split is not None:  # the loaded image as on disk, then the rest of the preprocessing
+                data = self.transforms(data, end=self.split)
+                raw = data["image"]
+                if torch.is_floating_point(torch.as_tensor(raw)):
+                    warnings += check_finite(raw, "input", self.nonfinite)
+                data = self.transforms(data, start=self.split)
+            else:
+                data = self.transforms(data)
+            image = data["image"]
             if image.shape[0] != self.in_channels or image.ndim != self.spatial_dims + 1:
                 raise ValueError(
                     f"expected {self.in_channels} channel(s) x {self.spatial_dims}D after preprocessing, "
                     f"got shape {tuple(image.shape)}"
                 )
-            return {"index": index, "image": image}
+            warnings += check_finite(image, "preprocessed", self.nonfinite, fill=0.0)
+            return {"index": index, "image": image, "warnings": warnings}
         except Exception as err:
             return {"index": index, "error": case_error(case, err)}
 
 
-def load_case(case: Case, transforms: Any, in_channels: int, spatial_dims: int) -> Any:
-    """The preprocessed image of one case; ``ValueError`` naming its file when it cannot be used."""
-    item = _CaseDataset([case], transforms, in_channels, spatial_dims)[0]
+def load_case(
+    case: Case,
+    transforms: Any,
+    in_channels: int,
+    spatial_dims: int,
+    nonfinite: str = "error",
+    warnings: list[str] | None = None,
+) -> Any:
+    """The preprocessed image of one case; ``ValueError`` naming its file when it cannot be used.
+
+    ``warnings``: a list that receives the warnings of ``nonfinite="replace"``.
+    """
+    item = _CaseDataset([case], transforms, in_channels, spatial_dims, nonfinite)[0]
     if "error" in item:
         raise ValueError(item["error"])
+    if warnings is not None:
+        warnings += item["warnings"]
     return item["image"]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def checkpoint_identity(predictor: Predictor) -> dict[str, Any]:
+    """What identifies the model of a run: the checkpoint file's SHA-256 (a network given directly:
+    the SHA-256 of its weights) and the medfocal version; cached on the predictor."""
+    cached = getattr(predictor, "_identity", None)
+    if cached is not None:
+        return cached
+    import medfocal
+
+    path = getattr(predictor, "checkpoint_path", None)
+    if path is not None and Path(path).is_file():
+        info = {"checkpoint": str(Path(path).resolve()), "sha256": _sha256(Path(path)), "sha256_of": "file"}
+    else:
+        digest = hashlib.sha256()
+        for name, tensor in sorted(predictor.model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        info = {"checkpoint": None, "sha256": digest.hexdigest(), "sha256_of": "weights"}
+    info["medfocal_version"] = medfocal.__version__
+    info["task"] = predictor.card.task
+    predictor._identity = info
+    return info
 
 
 def _first(batch: list) -> Any:
@@ -161,7 +336,8 @@ def predict_folder(
     report_name: str | None = None,
 ) -> InferenceResult:
     """Predict every case of ``source`` into ``output_dir`` with ``predictor`` (see
-    :meth:`medfocal.inference.Predictor.predict_folder` for the arguments); never raises per case."""
+    :meth:`medfocal.inference.Predictor.predict_folder` for the arguments); never raises per case,
+    returns on Ctrl-C with ``interrupted=True``."""
     if save_probabilities not in (None, *PROBABILITY_FORMATS):
         raise ValueError(
             f"save_probabilities: expected one of {PROBABILITY_FORMATS} or None, got {save_probabilities!r}"
@@ -170,46 +346,61 @@ def predict_folder(
     start = time.perf_counter()
     cases = discover_cases(source)
     refuse_output_in_input(cases, source, output_dir)
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = check_output_writable(output_dir)
     remove_stale_temporaries(output_dir)
+    remove_stale_temporaries(output_dir / STATE_DIR / "cases")
     report_path = output_dir / (report_name or head.report_name)
-    previous = {} if overwrite else read_report(report_path)
+    identity = checkpoint_identity(predictor)
+    resumed = record_run(output_dir, identity, overwrite)
+    if overwrite:
+        previous: dict[str, dict[str, Any]] = {}
+    elif resumed:
+        previous = read_case_records(output_dir)
+    else:  # an output folder of a medfocal without case records: its report says what is done
+        previous = {k: v for k, v in read_report(report_path).items() if v.get("status") in ("ok", "skipped")}
+    stamp = {"checkpoint_sha256": identity["sha256"][:16], "medfocal_version": identity["medfocal_version"]}
 
     rows: dict[str, dict[str, Any]] = {}
     failures: list[tuple[str, str]] = []
     todo: list[Case] = []
     for case in cases:
-        outputs = head.output_paths(case, output_dir, save_probabilities)
         old = previous.get(case.case_id)
-        # a head with files: done when they exist; without: when the report says so
+        outputs = head.output_paths(case, output_dir, save_probabilities)
+        # done: its record (or old report row) says so and its files (if the head makes any) exist
         done = (
-            all(p.is_file() for p in outputs)
-            if outputs
-            else (old is not None and old.get("status") in ("ok", "skipped"))
+            old is not None and old.get("status") in ("ok", "skipped") and all(p.is_file() for p in outputs)
         )
-        if done and not overwrite:
-            row = dict(old) if old else {"case": case.case_id}
-            row["status"] = "skipped"
-            rows[case.case_id] = row
+        if done:
+            rows[case.case_id] = {**old, "status": "skipped"}
         else:
             todo.append(case)
 
     lock = threading.Lock()
+    last_report = [time.monotonic()]
     bar = progress_bar(progress, len(todo))
 
-    def fail(case: Case, message: str) -> None:
+    def write_report(force: bool = False) -> None:
         with lock:
-            failures.append((case.case_id, message))
-            rows[case.case_id] = {
-                "case": case.case_id,
-                "status": "failed",
-                "source": case.source,
-                "error": message,
-            }
+            if not force and time.monotonic() - last_report[0] < REPORT_EVERY_S:
+                return
+            last_report[0] = time.monotonic()
+            ordered = [rows[c.case_id] for c in cases if c.case_id in rows]
+        write_csv(ordered, report_path)
 
-    def finish(job: tuple[Case, Any, torch.Tensor, float]) -> dict[str, Any]:
-        case, image, output, compute_s = job
+    def record(row: dict[str, Any]) -> None:
+        """Keep the row, durably first (a kill after this line loses nothing of this case)."""
+        with contextlib.suppress(OSError):  # a full disk: the row stays in memory, the report says it
+            write_case_record(output_dir, row)
+        with lock:
+            rows[row["case"]] = row
+            if row["status"] == "failed":
+                failures.append((row["case"], row["error"]))
+
+    def fail(case: Case, message: str) -> None:
+        record({"case": case.case_id, "status": "failed", "source": case.source, "error": message, **stamp})
+
+    def finish(job: tuple[Case, Any, torch.Tensor, float, list[str]]) -> dict[str, Any]:
+        case, image, output, compute_s, warnings = job
         t0 = time.perf_counter()
         pred = head.finish(case, image, output)
         outputs = head.output_paths(case, output_dir, save_probabilities)
@@ -217,10 +408,12 @@ def predict_folder(
             head.write(case, pred, outputs)
         row = {"case": case.case_id, "status": "ok", "source": case.source}
         row.update(head.report_row(pred))
+        row["warnings"] = "; ".join(warnings)
         row["compute_s"] = round(compute_s, 4)
         row["postprocess_s"] = round(time.perf_counter() - t0, 4)
         if outputs:
             row["output"] = outputs[0].name
+        row.update(stamp)
         return row
 
     def done_callback(job: tuple, row: dict[str, Any] | None, err: BaseException | None) -> None:
@@ -228,26 +421,46 @@ def predict_folder(
         if err is not None:
             fail(case, case_error(case, err))
         else:
-            with lock:
-                rows[case.case_id] = row
+            record(row)
         bar.advance()
+        with contextlib.suppress(OSError):  # the final write reports a lasting problem
+            write_report()
 
-    dataset = _CaseDataset(todo, predictor.transforms, card.in_channels, card.spatial_dims)
-    with bar, BackgroundWriter(finish, done_callback, max_pending=2) as writer:
-        for item in _loader(dataset, num_workers):
-            case = todo[item["index"]]
-            if "error" in item:
-                fail(case, item["error"])
-                bar.advance()
-                continue
-            t0 = time.perf_counter()
+    dataset = _CaseDataset(
+        todo, predictor.transforms, card.in_channels, card.spatial_dims, predictor.nonfinite
+    )
+    interrupted = False
+    try:
+        with bar, BackgroundWriter(finish, done_callback, max_pending=2) as writer:
             try:
-                output = predictor.predict_tensor(item["image"])
-            except Exception as err:
-                fail(case, case_error(case, err))
-                bar.advance()
-                continue
-            writer.submit((case, item["image"], output, time.perf_counter() - t0))
+                for item in _loader(dataset, num_workers):
+                    case = todo[item["index"]]
+                    if "error" in item:
+                        fail(case, item["error"])
+                        bar.advance()
+                        continue
+                    t0 = time.perf_counter()
+                    try:
+                        output, warnings = predictor.predict_checked(item["image"])
+                    except Exception as err:
+                        fail(case, case_error(case, err))
+                        bar.advance()
+                        continue
+                    warnings = item.get("warnings", []) + warnings
+                    writer.submit((case, item["image"], output, time.perf_counter() - t0, warnings))
+            except KeyboardInterrupt:  # stop taking cases; leaving the block finishes the queued writes
+                interrupted = True
+    except KeyboardInterrupt:  # a second Ctrl-C while the last writes finish
+        interrupted = True
+    write_report(force=True)
     ordered = [rows[c.case_id] for c in cases if c.case_id in rows]
-    write_csv(ordered, report_path)
-    return InferenceResult(ordered, failures, output_dir, report_path, time.perf_counter() - start)
+    return InferenceResult(
+        ordered,
+        failures,
+        output_dir,
+        report_path,
+        time.perf_counter() - start,
+        interrupted=interrupted,
+        run_info=dict(identity),
+        total=len(cases),
+    )

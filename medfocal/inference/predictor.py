@@ -31,10 +31,26 @@ from torch import nn
 
 from medfocal.card import ModelCard
 from medfocal.inference.cases import Case, discover_cases
-from medfocal.inference.folder import PROBABILITY_FORMATS, InferenceResult, load_case, predict_folder
+from medfocal.inference.folder import (
+    NONFINITE_MODES,
+    PROBABILITY_FORMATS,
+    InferenceResult,
+    check_finite,
+    load_case,
+    predict_folder,
+)
 from medfocal.inference.heads import HeadOptions, Prediction, head_for
+from medfocal.inference.writer import check_output_writable
 
-__all__ = ["PROBABILITY_FORMATS", "InferenceResult", "Prediction", "Predictor", "select_device"]
+__all__ = [
+    "NONFINITE_MODES",
+    "PROBABILITY_FORMATS",
+    "InferenceResult",
+    "Prediction",
+    "Predictor",
+    "check_output_writable",
+    "select_device",
+]
 
 
 def select_device(device: str | torch.device | None = None) -> torch.device:
@@ -60,6 +76,10 @@ class Predictor:
             multiple of 16), the one validation used.
         keep_largest: keep only the largest connected component of each foreground class.
         min_size: remove connected components smaller than this many voxels (input grid), per class.
+        nonfinite: a NaN/Inf in a case's image (as loaded, or after preprocessing: intensities that
+            overflow float32) or in the network's probabilities: ``"error"`` fails the case with one
+            line naming the file; ``"replace"`` sets them to the image's minimum (loaded image) or 0
+            and flags the case in the report's ``warnings`` column. One ``isfinite`` pass per stage.
 
     Raises:
         ValueError: an option out of range, a ``roi_size`` of the wrong length, an unregistered task.
@@ -82,6 +102,7 @@ class Predictor:
         roi_size: Sequence[int] | None = None,
         keep_largest: bool = False,
         min_size: int = 0,
+        nonfinite: str = "error",
     ) -> None:
         from medfocal.data.transforms import PreprocessingSpec, inference_transforms
 
@@ -89,6 +110,11 @@ class Predictor:
             raise ValueError(f"overlap: expected a value in [0, 1), got {overlap}")
         if min_size < 0:
             raise ValueError(f"min_size: expected >= 0 voxels, got {min_size}")
+        if nonfinite not in NONFINITE_MODES:
+            raise ValueError(f"nonfinite: expected one of {NONFINITE_MODES}, got {nonfinite!r}")
+        self.nonfinite = nonfinite
+        #: the checkpoint file (its SHA-256 identifies the run in ``OUT/.medfocal/run.json``)
+        self.checkpoint_path: Path | None = card.path
         self.card = card
         self.device = select_device(device)
         self.model = model.to(self.device).eval()
@@ -154,9 +180,27 @@ class Predictor:
         Returns:
             float32 on CPU: segmentation ``(C, *spatial)`` probabilities on the preprocessed grid,
             classification ``(C,)``. With ``tta``, merged over all mirrorings of the spatial axes.
+
+        Raises:
+            ValueError: an image the model cannot take (the head's ``check_input``, e.g. an axis far
+                smaller than the patch), non-finite probabilities with ``nonfinite="error"``.
         """
+        return self.predict_checked(image)[0]
+
+    def predict_checked(self, image: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
+        """:meth:`predict_tensor` and the warnings of ``nonfinite="replace"`` for the report row."""
+        original = None
+        meta = getattr(image, "meta", None)
+        if isinstance(meta, dict) and meta.get("spatial_shape") is not None:
+            original = tuple(int(s) for s in torch.as_tensor(meta["spatial_shape"]).reshape(-1).tolist())
         if hasattr(image, "as_tensor"):  # MetaTensor: drop the metadata for the model passes
             image = image.as_tensor()
+        image = torch.as_tensor(image)
+        self.head.check_input(image.unsqueeze(0), original)
+        output = self._passes(image)
+        return output, check_finite(output, "output", self.nonfinite, fill=0.0)
+
+    def _passes(self, image: torch.Tensor) -> torch.Tensor:
         x = torch.as_tensor(image).float().unsqueeze(0).to(self.device)
         flips = self.head.tta_flips(x) if self.tta else [()]
 
@@ -169,8 +213,9 @@ class Predictor:
             output = self.head.merge(passes())
         return output[0].cpu()
 
-    def _load(self, case: Case) -> Any:
-        return load_case(case, self.transforms, self.card.in_channels, self.card.spatial_dims)
+    def _load(self, case: Case, warnings: list[str] | None = None) -> Any:
+        card = self.card
+        return load_case(case, self.transforms, card.in_channels, card.spatial_dims, self.nonfinite, warnings)
 
     def _finish(self, case: Case, image: Any, output: torch.Tensor) -> Prediction:
         return self.head.finish(case, image, output)
@@ -181,18 +226,28 @@ class Predictor:
         Returns:
             :class:`Prediction`; segmentation: ``label`` (uint8, input shape), ``probabilities``
             (``(C, *spatial)`` in the input grid), ``affine`` and report ``statistics``;
-            classification: ``probabilities`` ``(C,)``.
+            classification: ``probabilities`` ``(C,)``. With ``nonfinite="replace"``, what was
+            replaced is in ``statistics["warnings"]``.
 
         Raises:
-            ValueError: unreadable file, wrong channel count or dimensionality (naming the file).
+            ValueError: unreadable file, wrong channel count or dimensionality, a shape the model cannot
+                take, non-finite values with ``nonfinite="error"`` (naming the file).
         """
         if isinstance(source, Case):
             case = source
         else:
             paths = [Path(source)] if isinstance(source, (str, Path)) else [Path(p) for p in source]
             case = Case(discover_cases(paths[0])[0].case_id, paths)
-        image = self._load(case)
-        return self._finish(case, image, self.predict_tensor(image))
+        warnings: list[str] = []
+        image = self._load(case, warnings)
+        try:
+            output, more = self.predict_checked(image)
+        except ValueError as err:
+            raise ValueError(f"{case.source}: {err}") from None
+        prediction = self._finish(case, image, output)
+        if warnings or more:
+            prediction.statistics["warnings"] = "; ".join(warnings + more)
+        return prediction
 
     def predict_folder(
         self,
@@ -210,7 +265,8 @@ class Predictor:
             source: folder of images (nnU-Net channel naming ``case_0000.nii.gz``, 4D NIfTI, PNG/JPG),
                 a single file, or a CSV with an ``image`` column.
             output_dir: created if needed; must not be (inside) an input folder.
-            overwrite: redo cases whose outputs exist (default: skip them, resuming an earlier run).
+            overwrite: redo every case (default: skip the cases an earlier run with the same checkpoint
+                finished, resuming it; outputs of another checkpoint are an error).
             save_probabilities: ``None``, ``"nifti"`` (float32 ``(*spatial, C)``) or ``"npz"``
                 (segmentation).
             num_workers: DataLoader worker processes for loading/preprocessing (0: a prefetch thread).
@@ -219,10 +275,15 @@ class Predictor:
                 segmentation, ``predictions.csv`` for classification).
 
         Returns:
-            :class:`InferenceResult` (rows, failures, summary). Failed cases are listed, the others go on.
+            :class:`InferenceResult` (rows, failures, summary, ``interrupted``, ``exit_code``). Failed
+            cases are listed, the others go on. Each finished case is recorded at once in
+            ``output_dir/.medfocal/cases/`` and the report rebuilt from the records (every few seconds
+            and at the end), so a killed run loses nothing it finished; Ctrl-C returns after the case
+            being written with ``interrupted=True`` (exit code 130).
 
         Raises:
-            FileNotFoundError / ValueError: for the run as a whole (no input, output inside input).
+            FileNotFoundError / ValueError: for the run as a whole (no input, output inside input, output
+                not writable, outputs of another checkpoint there without ``overwrite``).
         """
         return predict_folder(
             self, source, output_dir, overwrite, save_probabilities, num_workers, progress, report_name

@@ -13,7 +13,9 @@ Example:
 from __future__ import annotations
 
 import csv
+import json
 import math
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,23 @@ import numpy as np
 
 from medfocal.inference.writer import atomic_path
 
-__all__ = ["case_statistics", "format_summary", "read_report", "voxel_volume_ml", "write_csv"]
+__all__ = [
+    "STATE_DIR",
+    "case_statistics",
+    "clear_case_records",
+    "format_summary",
+    "read_case_records",
+    "read_report",
+    "record_run",
+    "voxel_volume_ml",
+    "write_case_record",
+    "write_csv",
+]
+
+#: hidden folder of a ``medfocal infer`` output folder: ``run.json`` and one record per finished case
+STATE_DIR = ".medfocal"
+RUN_FILE = "run.json"
+_CASES = "cases"
 
 
 def voxel_volume_ml(affine: np.ndarray) -> float:
@@ -98,8 +116,49 @@ def read_report(path: str | Path) -> dict[str, dict[str, str]]:
         return {row["case"]: row for row in csv.DictReader(fh) if row.get("case")}
 
 
+def _records(output_dir: str | Path) -> Path:
+    return Path(output_dir) / STATE_DIR / _CASES
+
+
+def write_case_record(output_dir: str | Path, row: dict[str, Any]) -> Path:
+    """Write one case's report row durably: ``OUT/.medfocal/cases/<case>.json``, atomically.
+
+    The report CSV is rebuilt from these records, so a run killed at any moment keeps every row it
+    finished (and a resumed run reports them with their real fields).
+    """
+    folder = _records(output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"{row['case']}.json"
+    with atomic_path(final) as tmp:
+        tmp.write_text(json.dumps(row, default=str))
+    return final
+
+
+def read_case_records(output_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """The case records of an output folder keyed by case (unreadable ones, e.g. cut short, are left out)."""
+    folder = _records(output_dir)
+    out: dict[str, dict[str, Any]] = {}
+    if not folder.is_dir():
+        return out
+    for path in sorted(folder.glob("*.json")):
+        if path.name.startswith("."):  # a temporary of atomic_path
+            continue
+        try:
+            row = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(row, dict) and row.get("case"):
+            out[str(row["case"])] = row
+    return out
+
+
+def clear_case_records(output_dir: str | Path) -> None:
+    """Forget every case record (``overwrite``: each case is done again)."""
+    shutil.rmtree(_records(output_dir), ignore_errors=True)
+
+
 def format_summary(counts: dict[str, int], seconds: float, failures: Sequence[tuple[str, str]] = ()) -> str:
-    """The one-line summary (plus one line per failure)."""
+    """The one-line summary (plus one line per failure); ``counts`` may hold ``"interrupted"``."""
     done = counts.get("ok", 0)
     total = sum(counts.values())
     rate = done / seconds if seconds > 0 and done else 0.0
@@ -107,6 +166,45 @@ def format_summary(counts: dict[str, int], seconds: float, failures: Sequence[tu
         f"{total} case(s): {done} predicted, {counts.get('skipped', 0)} skipped (already done), "
         f"{counts.get('failed', 0)} failed in {seconds:.1f} s ({rate:.2f} volumes/s)"
     )
+    if counts.get("interrupted"):
+        line += f"; interrupted: {counts['interrupted']} case(s) not done (run again to resume)"
     if failures:
         line += "\nfailed:\n" + "\n".join(f"  {case}: {msg}" for case, msg in failures)
     return line
+
+
+def record_run(output_dir: Path, identity: dict[str, Any], overwrite: bool) -> bool:
+    """Compare a run's model ``identity`` (``sha256``, ``sha256_of``, ``checkpoint``...) with the one in
+    ``OUT/.medfocal/run.json`` and record it there. Returns whether the case records of an earlier run
+    are to be resumed (False: none, or ``overwrite``, which also clears them).
+
+    Raises:
+        ValueError: another checkpoint made the outputs, and ``overwrite`` is off.
+    """
+    run_file = output_dir / STATE_DIR / RUN_FILE
+    previous: dict[str, Any] | None = None
+    if run_file.is_file():
+        try:
+            previous = json.loads(run_file.read_text())
+        except (OSError, ValueError):
+            previous = {}
+    if previous is not None and not overwrite:
+        same = (
+            previous.get("sha256") == identity["sha256"]
+            and previous.get("sha256_of") == identity["sha256_of"]
+        )
+        if not same:
+            before = previous.get("checkpoint") or f"weights {str(previous.get('sha256'))[:16]}"
+            now = identity["checkpoint"] or f"weights {identity['sha256'][:16]}"
+            raise ValueError(
+                f"{output_dir}: its outputs were made with checkpoint {before} (sha256 "
+                f"{str(previous.get('sha256'))[:16]}...), this run uses {now} (sha256 "
+                f"{identity['sha256'][:16]}...); pass overwrite=True (--overwrite) to redo every case, "
+                "or choose another output folder"
+            )
+    if overwrite:
+        clear_case_records(output_dir)
+    run_file.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(run_file) as tmp:
+        tmp.write_text(json.dumps(identity, indent=2))
+    return previous is not None and not overwrite

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import queue
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -30,10 +31,34 @@ __all__ = [
     "TMP_PREFIX",
     "BackgroundWriter",
     "atomic_path",
+    "check_output_writable",
     "remove_stale_temporaries",
     "save_label_image",
     "save_probabilities",
 ]
+
+def check_output_writable(output_dir: str | Path) -> Path:
+    """Create ``output_dir`` if needed and check that a file can be written there (before any work).
+
+    ``medfocal infer`` calls it before loading the checkpoint; :func:`predict_folder` before any case.
+
+    Raises:
+        ValueError: one line naming the folder and the problem.
+    """
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: the output path is a file, not a folder; choose another output folder (-o)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=TMP_PREFIX):
+            pass
+    except OSError as err:
+        reason = err.strerror or str(err) or type(err).__name__
+        raise ValueError(
+            f"{out}: the output folder is not writable ({reason}); choose another output folder (-o) "
+            "or fix its permissions"
+        ) from None
+    return out
 
 
 def _reference_nifti(reference: Path):

@@ -228,8 +228,48 @@ class MedfocalModule(LightningModule):
             names = self._from_data("class_names")
             if names is not None:
                 self.class_names = [str(n) for n in names]
+        self._check_output_channels()
         if _unresolved(self.loss):
             self._resolve_auto_alpha(stage)
+
+    def _network_outputs(self) -> tuple[int, str] | None:
+        """The network's output channels and the config key that sets them (from its spec), if known."""
+        spec = self.model_spec() or {}
+        init_args = spec.get("init_args") or spec.get("kwargs") or {}
+        for key in ("out_channels", "num_classes"):
+            if init_args.get(key) is not None:
+                return int(init_args[key]), f"model.init_args.model.init_args.{key}"
+        return None
+
+    def _check_output_channels(self) -> None:
+        """The network's output channels against the data's classes, before the first step.
+
+        softmax: one channel per class; sigmoid: one per class, or one per foreground class (a binary
+        task: one channel). Skipped when the network has no spec or no datamodule gives classes.
+
+        Raises:
+            ValueError: naming both numbers and the config keys to change.
+        """
+        dm = self._datamodule()
+        outputs = self._network_outputs()
+        if dm is None or outputs is None:
+            return
+        names = getattr(dm, "class_names", None)
+        if not names:
+            return
+        n_out, key = outputs
+        n_data = len(names)
+        allowed = [n_data] if self.activation == "softmax" else [n_data, n_data - 1]
+        if n_out in allowed:
+            return
+        expected = " or ".join(str(a) for a in allowed if a > 0)
+        describe = getattr(dm, "describe", None)
+        where = f" ({describe()})" if callable(describe) else ""
+        raise ValueError(
+            f"the network has {n_out} output channel(s) ({key}) but the data{where} has {n_data} "
+            f"classes {list(names)}; with {self.activation} set {key}: {expected}, or fix the data's "
+            "labels / class names (data.init_args.class_names, or 'labels' in dataset.json)"
+        )
 
     def _resolve_auto_alpha(self, stage: str) -> None:
         """``alpha="auto"`` from the training split's class counts."""

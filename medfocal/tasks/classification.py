@@ -91,6 +91,13 @@ class ClassificationModule(MedfocalModule):
             return int(self._num_classes)
         return super().num_classes
 
+    def _network_outputs(self) -> tuple[int, str] | None:
+        """The spec's output channels, else the module's ``num_classes`` (what the metrics are built for)."""
+        found = super()._network_outputs()
+        if found is None and self._num_classes is not None:
+            return int(self._num_classes), "model.init_args.num_classes"
+        return found
+
     @property
     def multilabel(self) -> bool:
         """True for sigmoid outputs with more than one class (independent labels)."""

@@ -54,6 +54,43 @@ def test_unsafe_pickle_is_refused_unless_trusted(tmp_path):
     assert info.in_channels == 1
 
 
+@pytest.mark.parametrize("cut", ["half", "zero", "tail"])
+def test_truncated_checkpoint_is_called_corrupt_not_unsafe(tmp_path, cut):
+    """A cut file is truncated/corrupt: no advice to turn off the safe loader (issue 15 item 11)."""
+    model, spec = threshold_oracle()
+    data = save_checkpoint(tmp_path / "a.ckpt", model, spec).read_bytes()
+    size = {"half": len(data) // 2, "zero": 0, "tail": len(data) - 10}[cut]
+    path = tmp_path / "cut.ckpt"
+    path.write_bytes(data[:size])
+    for trust in (False, True):
+        with pytest.raises(ValueError, match="truncated or corrupt") as info:
+            read_checkpoint(path, trust=trust)
+        message = str(info.value)
+        assert message.startswith(f"{path}: ") and "\n" not in message
+        assert "--trust-checkpoint does not help" in message
+        assert "pass --trust-checkpoint" not in message
+
+
+def test_corrupt_member_with_refused_pickle_is_corrupt(tmp_path):
+    """The safe loader's refusal of a damaged pickle is still corruption when a CRC check fails."""
+    import zipfile
+
+    model, spec = threshold_oracle()
+    good = save_checkpoint(tmp_path / "a.ckpt", model, spec)
+    with zipfile.ZipFile(good) as archive:
+        info = next(i for i in archive.infolist() if i.filename.endswith("data.pkl"))
+    data = bytearray(good.read_bytes())
+    local = info.header_offset  # local header: name and extra lengths at bytes 26..29 (torch pads extra)
+    start = local + 30 + int.from_bytes(data[local + 26 : local + 28], "little")
+    start += int.from_bytes(data[local + 28 : local + 30], "little")
+    assert data[start : start + 2] == b"\x80\x02"  # the pickle header
+    data[start + 2] = ord("Z")  # an opcode the weights_only unpickler refuses
+    path = tmp_path / "damaged.ckpt"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        read_checkpoint(path)
+
+
 def test_info_validation():
     base = {
         "task": "segmentation",

@@ -119,7 +119,8 @@ def test_interrupted_write_leaves_nothing(predictor, lesion_cases, tmp_path, mon
     monkeypatch.setattr(nib, "save", crash_after_partial)
     result = predictor.predict_folder(image, out, num_workers=0, progress=False)
     assert not result.ok and "disk full" in result.failures[0][1]
-    assert sorted(p.name for p in out.iterdir()) == ["report.csv"]
+    assert sorted(p.name for p in out.iterdir()) == [".medfocal", "report.csv"]
+    assert not list(out.glob(f"**/{TMP_PREFIX}*"))
     monkeypatch.setattr(nib, "save", real_save)
     (out / f"{TMP_PREFIX}stale-case.nii.gz").write_bytes(b"left by a killed run")
     result = predictor.predict_folder(image, out, num_workers=0, progress=False)
@@ -242,10 +243,46 @@ def test_classification_csv(tmp_path):
     for _ in range(2):  # skipped rows keep their probabilities and stay skipped
         again = predictor.predict_folder(inp, tmp_path / "o", progress=False)
         assert again.counts["skipped"] == 3
-        assert again.rows[0]["prob_benign"] == rows[0]["prob_benign"]
+        assert float(again.rows[0]["prob_benign"]) == float(rows[0]["prob_benign"])
 
 
 def result_case(path: Path):
     from medfocal.inference import discover_cases
 
     return discover_cases(path)[0]
+
+
+def test_check_finite_modes():
+    from medfocal.inference.folder import check_finite
+
+    values = torch.tensor([1.0, float("nan"), 3.0, float("inf")])
+    with pytest.raises(ValueError, match=r"^2 non-finite voxel\(s\) \(NaN/Inf\) in the image"):
+        check_finite(values.clone(), "input", "error")
+    assert check_finite(values, "input", "replace") == ["2 non-finite input voxel(s) set to 1"]
+    assert values.tolist() == [1.0, 1.0, 3.0, 1.0]  # the minimum of the finite values
+    nothing_finite = torch.full((3,), float("nan"))
+    assert check_finite(nothing_finite, "preprocessed", "replace") == [
+        "3 non-finite value(s) after preprocessing set to 0"
+    ]
+    with torch.inference_mode():
+        output = torch.tensor([0.5, float("nan")])
+    assert check_finite(output, "output", "replace", fill=0.0) == [
+        "1 non-finite probabilities from the network set to 0"
+    ]
+    assert output.tolist() == [0.5, 0.0]
+    assert check_finite(torch.ones(2), "input", "error") == []
+
+
+def test_network_without_a_file_is_identified_by_its_weights(oracle_ckpt, lesion_cases, tmp_path):
+    """A Predictor built from a network (no checkpoint file) records the SHA-256 of its weights."""
+    from medfocal.inference import load_checkpoint
+
+    card, model = load_checkpoint(oracle_ckpt)
+    image = _images(lesion_cases)[0]
+    first = Predictor(model, card.replace(path=None)).predict_folder(image, tmp_path / "o", progress=False)
+    assert first.run_info["sha256_of"] == "weights" and first.run_info["checkpoint"] is None
+    with torch.no_grad():
+        model.bias.add_(1.0)
+    refused = r"made with checkpoint weights [0-9a-f]{16} .* this run uses weights"
+    with pytest.raises(ValueError, match=refused):
+        Predictor(model, card.replace(path=None)).predict_folder(image, tmp_path / "o", progress=False)

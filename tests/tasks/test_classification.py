@@ -170,3 +170,11 @@ def test_format_1_checkpoint_validates_with_its_temperature(make_trainer):
     assert "temperature" not in module.state_dict()
     weight = legacy["state_dict"]["model.final.1.weight"]
     torch.testing.assert_close(module.model.state_dict()["final.1.weight"], weight)
+
+
+def test_num_classes_must_match_the_data_classes(make_trainer):
+    """Issue 15 item 5: 2 outputs for 3 classes is refused in setup, naming the config key."""
+    module = ClassificationModule(TinyClassifier(num_classes=2), CrossEntropy(), num_classes=2)
+    refused = r"2 output channel\(s\) \(model.init_args.num_classes\) .* 3 classes"
+    with pytest.raises(ValueError, match=refused):
+        make_trainer(limit_train_batches=1).fit(module, BlobClassificationData(n=12))

@@ -285,3 +285,48 @@ def test_val_metrics_of_a_multilabel_sigmoid_score_every_channel(make_trainer):
     assert got["val/dice_core"] == pytest.approx(1.0)
     assert got["val/dice_edema"] == pytest.approx(HAND["dice"], abs=1e-6)
     assert got["val/dice"] == pytest.approx((HAND["dice"] + 1.0) / 2, abs=1e-6)
+
+
+@pytest.mark.parametrize("out_channels", [1, 3])
+def test_output_channels_must_match_the_data_classes(make_trainer, out_channels):
+    """Issue 15 item 5: a network with another number of outputs than the data's classes is refused in
+    setup, naming the config keys (no silent training, no loss traceback at the first step)."""
+    model = UNet(2, 1, out_channels, channels=(4, 8), strides=(2,), num_res_units=0)
+    module = SegmentationModule(model, CrossEntropy(), compute_hd95=False)
+    trainer = make_trainer(limit_train_batches=1, limit_val_batches=1)
+    with pytest.raises(ValueError) as info:
+        trainer.fit(module, BlobSegmentationData(n=4))
+    assert str(info.value) == (
+        f"the network has {out_channels} output channel(s) (model.init_args.model.init_args.out_channels) "
+        "but the data has 2 classes ['background', 'lesion']; with softmax set "
+        "model.init_args.model.init_args.out_channels: 2, or fix the data's labels / class names "
+        "(data.init_args.class_names, or 'labels' in dataset.json)"
+    )
+    assert trainer.global_step == 0
+
+
+def test_sigmoid_accepts_one_channel_per_foreground_class(make_trainer):
+    model = UNet(2, 1, 1, channels=(4, 8), strides=(2,), num_res_units=0)
+    module = SegmentationModule(model, CrossEntropy(), activation="sigmoid", compute_hd95=False)
+    module.trainer = make_trainer()
+    module.trainer.datamodule = BlobSegmentationData(n=4)
+    module._check_output_channels()  # 1 sigmoid channel for background + lesion: fine
+    module.model = UNet(2, 1, 3, channels=(4, 8), strides=(2,), num_res_units=0)
+    module.hparams["model"] = None
+    with pytest.raises(ValueError, match=r"with sigmoid set .*out_channels: 2 or 1,"):
+        module._check_output_channels()
+
+
+def test_three_label_dataset_with_two_outputs_names_the_dataset(tmp_path, make_trainer):
+    """Labels 0..2 declared in dataset.json, ``out_channels: 2``: refused before the first step."""
+    from medfocal.data import SegmentationDataModule
+    from medfocal.synthetic import make_lesion_dataset
+
+    root = make_lesion_dataset(tmp_path / "d", n_train=3, n_test=0, shape=(32, 32, 16), n_classes=3)
+    data = SegmentationDataModule(str(root), roi_size=[16, 16, 8], num_workers=0, check="none")
+    model = UNet(3, 1, 2, channels=(4, 8), strides=(2,), num_res_units=0)
+    module = SegmentationModule(model, CrossEntropy(), compute_hd95=False)
+    trainer = make_trainer(limit_train_batches=1, limit_val_batches=1)
+    with pytest.raises(ValueError, match=r"has 3 classes \['background', 'lesion_1', 'lesion_2'\]") as info:
+        trainer.fit(module, data)
+    assert str(root) in str(info.value) and "out_channels: 3" in str(info.value)

@@ -3,6 +3,7 @@
 A head is built once per :class:`~medfocal.inference.Predictor` from the model card, the inference
 options and the preprocessing transforms. Per case the predictor calls, in this order:
 
+0. :meth:`PredictionHead.check_input` on the preprocessed image (refuse what the model cannot take);
 1. :meth:`PredictionHead.run` on the preprocessed image (and its mirror images with TTA; then
    :meth:`~PredictionHead.unflip` and :meth:`~PredictionHead.merge`) -> the output on the
    preprocessed grid (probabilities for segmentation and classification);
@@ -87,6 +88,14 @@ class PredictionHead(ABC):
         self.card = card
         self.options = options
         self.transforms = transforms
+
+    def check_input(self, x: torch.Tensor, input_shape: tuple[int, ...] | None = None) -> None:  # noqa: B027
+        """Refuse a preprocessed batch ``x`` ``(1, C_in, *spatial)`` the model cannot take, before any
+        network pass (default: anything goes). ``input_shape``: the image's spatial shape on disk.
+
+        Raises:
+            ValueError: one line saying what the model expects and what the image is.
+        """
 
     @abstractmethod
     def run(self, network: Network, x: torch.Tensor) -> torch.Tensor:

@@ -10,8 +10,9 @@ components, volume and maximum probability of each foreground class.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -43,6 +44,9 @@ class SegmentationHead(PredictionHead):
     """Masks in the input's geometry (see the module docstring); report ``report.csv``."""
 
     report_name = "report.csv"
+    #: an axis of the preprocessed image shorter than this fraction of the patch (or than 2 voxels)
+    #: is refused: the window would be mostly padding, unlike anything the model was trained on
+    min_patch_fraction: ClassVar[float] = 0.25
 
     def __init__(self, card: ModelCard, options: HeadOptions, transforms: Any = None) -> None:
         super().__init__(card, options, transforms)
@@ -51,6 +55,30 @@ class SegmentationHead(PredictionHead):
             raise ValueError(f"roi_size: expected {card.spatial_dims} values, got {list(roi)}")
 
     # ---- the network pass -----------------------------------------------------------------------
+    def check_input(self, x: torch.Tensor, input_shape: tuple[int, ...] | None = None) -> None:
+        """Refuse an image with an axis of size 1 or far smaller than the patch (e.g. one 2D slice
+        saved as an ``(H, W, 1)`` NIfTI given to a 3D model), saying what the model expects."""
+        dims = self.card.spatial_dims
+        spatial = tuple(int(s) for s in x.shape[2:])
+        roi = self.options.roi_size
+        if roi is not None:
+            minimum = [max(2, math.ceil(r * self.min_patch_fraction)) for r in roi]
+        else:
+            minimum = [2] * len(spatial)
+        small = [i for i, (s, m) in enumerate(zip(spatial, minimum)) if s < m]
+        if not small and len(spatial) == dims:
+            return
+        spacing = self.card.preprocessing.get("spacing")
+        hint = "a single slice needs a 2D model" if dims == 3 else "or a model trained on smaller patches"
+        patch = f"patch size {list(roi)}" if roi is not None else "whole images"
+        spacing_text = f", spacing {list(spacing)} mm" if spacing else ""
+        disk = f" (shape {list(input_shape)} on disk)" if input_shape is not None else ""
+        raise ValueError(
+            f"the model is {dims}D ({patch}{spacing_text}) and needs every axis of the preprocessed image "
+            f"to have at least {minimum} voxels; this image is {list(spatial)} after preprocessing{disk}, "
+            f"axis {small} too small: give a {dims}D image covering at least that much ({hint})"
+        )
+
     def run(self, network: Network, x: torch.Tensor) -> torch.Tensor:
         """Probabilities ``(1, C, *spatial)`` on the preprocessed grid."""
         o = self.options
