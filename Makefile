@@ -50,6 +50,8 @@ format: setup
 
 bench: setup
 	$(BIN)/python bench/losses.py
+	$(BIN)/python bench/train_step.py
+	$(BIN)/python bench/dense_unet.py
 	$(BIN)/python bench/inference.py
 
 bench-accuracy: setup
