@@ -51,8 +51,10 @@ class SegmentationDataModule(BaseDataModule):
         num_workers: loader workers; ``None`` = min(4, CPUs - 1). pin_memory: ``None`` = CUDA present.
         cache: ``"none"``, ``"memory"`` (``CacheDataset``) or ``"disk"`` (``PersistentDataset`` in
             ``cache_dir``); caches the deterministic part only.
-        check: ``"quick"`` (headers: missing/corrupt files, shapes, affines, channels) before training,
-            ``"full"`` (also NaN/Inf and label values), or ``"none"``.
+        check: before training: ``"quick"`` (headers on every run: missing/corrupt files, shapes,
+            affines, channels; NaN/Inf voxels and label values read once per file version and remembered
+            in ``~/.cache/medfocal/data_checks.json`` or ``$MEDFOCAL_CACHE_DIR``), ``"full"`` (all read on
+            every run), or ``"none"``.
 
     Raises:
         DataValidationError: in ``setup`` when ``check`` finds problems.
