@@ -54,6 +54,12 @@ class LastStepCheckpoint(ModelCheckpoint):
     trained since. Same arguments as ``ModelCheckpoint``.
     """
 
+    @property
+    def state_key(self) -> str:
+        """ModelCheckpoint's key: checkpoints from before (and after) this class resume alike."""
+        key = super().state_key
+        return "ModelCheckpoint" + key[len(type(self).__qualname__) :]
+
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
         stale = self._last_global_step_saved != trainer.global_step
