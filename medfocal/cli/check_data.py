@@ -147,7 +147,7 @@ def datamodule_from_config(data: dict[str, Any], overrides: Sequence[str] = ()) 
         cfg = data_parser.parse_args([f"--data={json.dumps(data)}", *overrides])
         return data_parser.instantiate_classes(cfg).data
     except (argparse.ArgumentError, ValueError) as err:
-        raise ValueError(_root_error(err)) from None
+        raise _data_error(err) from None
 
 
 def datamodule_from_preset(configs: Sequence[str], overrides: Sequence[str] = ()) -> Any:
@@ -186,8 +186,17 @@ def datamodule_from_preset(configs: Sequence[str], overrides: Sequence[str] = ()
                 args=args, run=False, parser_kwargs={"prog": "medfocal check-data", "exit_on_error": False}
             )
         except (_argparse.ArgumentError, ValueError) as err:
-            raise ValueError(_root_error(err)) from None
+            raise _data_error(err) from None
     return cli.datamodule
+
+
+def _data_error(err: BaseException) -> ValueError:
+    """The dataset's own error when jsonargparse wrapped one (a malformed dataset.json), else its cause."""
+    from medfocal.cli import _cause_of_type
+    from medfocal.data.errors import DataValidationError
+
+    known = _cause_of_type(err, (DataValidationError,))
+    return known if isinstance(known, ValueError) else ValueError(_root_error(err))
 
 
 def _root_error(err: BaseException) -> str:

@@ -105,7 +105,9 @@ class NonFiniteLossStop(Callback):
     def _check(self, trainer: Trainer) -> None:
         if self._bad is None:
             return
-        bad, self._bad = bool(self._bad), None
+        # every rank reaches this at the same step: all of them stop when one of them saw NaN/Inf
+        bad = trainer.strategy.reduce_boolean_decision(bool(self._bad), all=False)
+        self._bad = None
         first, self._first_step = self._first_step, trainer.global_step
         if bad:
             raise NonFiniteLossError(

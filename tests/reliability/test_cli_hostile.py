@@ -159,6 +159,10 @@ def test_malformed_dataset_json_is_named_with_what_is_wrong(case, demo_data, tmp
     captured = capsys.readouterr()
     assert message in captured.err and "no problems found" not in captured.out
     _no_traceback(captured.err + captured.out)
+    assert main(["check-data", "--config", "demo", f"--data.init_args.layout={root}"]) == 1
+    err = capsys.readouterr().err
+    assert f"check-data: 1 problem(s) in the dataset:\n  - {message}" in err
+    _no_traceback(err)
     assert main(_seg("fit", root, tmp_path / "run", "--trainer.max_epochs=1")) != 0
     err = capsys.readouterr().err
     assert message in err
