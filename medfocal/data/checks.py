@@ -33,6 +33,7 @@ from medfocal.io import PHOTO_SUFFIXES, spacing_of
 __all__ = [
     "CaseSummary",
     "DataValidationError",
+    "cached_label_counts",
     "label_counts",
     "main_check_data",
     "validate_records",
@@ -222,21 +223,14 @@ def _check_label(
                 )
     if not full:
         return None
-    extra = _label_fingerprint(spec)
-    cached = cache.get("label", path, extra) if cache is not None else None
-    if cached is not None:
-        counts = np.asarray(cached, dtype=np.int64)
-    else:
-        try:
-            counts = label_counts(path, spec)
-        except Exception as err:
-            named = isinstance(err, ValueError) and str(err).startswith(str(path))
-            problems.append(
-                str(err) if named else f"{path}: unreadable or invalid label ({type(err).__name__}: {err})"
-            )
-            return None
-        if cache is not None:
-            cache.put("label", path, [int(c) for c in counts], extra)
+    try:
+        counts = cached_label_counts(path, spec, cache)
+    except Exception as err:
+        named = isinstance(err, ValueError) and str(err).startswith(str(path))
+        problems.append(
+            str(err) if named else f"{path}: unreadable or invalid label ({type(err).__name__}: {err})"
+        )
+        return None
     if num_classes is not None and len(counts) > num_classes:
         outside = [int(v) for v in np.nonzero(counts)[0] if v >= num_classes]
         if outside:
@@ -244,6 +238,18 @@ def _check_label(
                 f"{path}: label values {outside} outside the declared classes 0..{num_classes - 1} "
                 "(set class_names, or preprocessing.label_map / label_threshold)"
             )
+    return counts
+
+
+def cached_label_counts(path: str, spec: PreprocessingSpec, cache: ContentCache | None) -> np.ndarray:
+    """:func:`label_counts` through ``cache`` (read only when the file changed since it was counted)."""
+    extra = _label_fingerprint(spec)
+    cached = cache.get("label", path, extra) if cache is not None else None
+    if cached is not None:
+        return np.asarray(cached, dtype=np.int64)
+    counts = label_counts(path, spec)
+    if cache is not None:
+        cache.put("label", path, [int(c) for c in counts], extra)
     return counts
 
 

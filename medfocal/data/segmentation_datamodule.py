@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from medfocal.data.base_datamodule import BaseDataModule
-from medfocal.data.checks import label_counts
+from medfocal.data.check_cache import ContentCache, default_cache_file
+from medfocal.data.checks import cached_label_counts
 from medfocal.data.layouts import Layout
 from medfocal.data.loading import LoaderConfig
 from medfocal.data.transforms import (
@@ -162,13 +163,15 @@ class SegmentationDataModule(BaseDataModule):
             counts = np.asarray(json.loads(path.read_text()), dtype=np.float64)
         else:
             total = np.zeros(0, dtype=np.float64)
+            memory = ContentCache(default_cache_file())  # counts the data checks already read
             for record in records:
                 if "label" not in record:
                     continue
-                counts = label_counts(record["label"], self.preprocessing)
+                counts = cached_label_counts(record["label"], self.preprocessing, memory)
                 size = max(len(total), len(counts))
                 total = np.pad(total, (0, size - len(total))) + np.pad(counts, (0, size - len(counts)))
             counts = total
+            memory.save()
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(counts.tolist()))

@@ -279,7 +279,13 @@ def test_quick_check_remembers_clean_files_and_rechecks_changed_ones(lesion_data
     assert len(reads) == 6  # every training label read once
     assert (tmp_path / "cache" / "data_checks.json").is_file()
     reads.clear()
-    SegmentationDataModule(str(root), num_workers=0).setup("fit")
+    second = SegmentationDataModule(str(root), num_workers=0)
+    second.setup("fit")
+    expected = sum(
+        np.bincount(np.asarray(nib.load(r["label"]).dataobj).reshape(-1), minlength=2)
+        for r in second.splits["train"]
+    )
+    assert second.class_counts().tolist() == expected.tolist()  # alpha: auto counts from the same memory
     assert reads == []  # the second run reads headers only
     # a file changed since is read again, and its problem is found
     label = nib.load(root / "labelsTr" / "case_002.nii.gz")
