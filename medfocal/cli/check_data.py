@@ -168,6 +168,15 @@ def datamodule_from_preset(configs: Sequence[str], overrides: Sequence[str] = ()
     from medfocal.cli.lightning import MedfocalCLI
 
     class _DataOnlyCLI(MedfocalCLI):
+        def add_core_arguments_to_parser(self, parser: Any) -> None:
+            # as fit's parser, but a data-only YAML (no model:) is fine: only data is checked
+            parser.add_lightning_class_args(self.trainer_class, "trainer")
+            defaults = self.trainer_defaults.items()
+            trainer_defaults = {f"trainer.{k}": v for k, v in defaults if k != "callbacks"}
+            parser.set_defaults(trainer_defaults)
+            parser.add_lightning_class_args(self._model_class, "model", subclass_mode=True, required=False)
+            parser.add_lightning_class_args(self._datamodule_class, "data", subclass_mode=True)
+
         def instantiate_classes(self) -> None:
             cfg = Namespace(data=self.config["data"])
             self.datamodule = _data_parser().instantiate_classes(cfg).data

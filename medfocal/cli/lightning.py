@@ -185,7 +185,7 @@ class MedfocalCLI(LightningCLI):
         config = self.config.get(self.subcommand) if self.subcommand else self.config
         if config is None:
             return
-        init_args = config.get("model", {}).get("init_args")
+        init_args = (config.get("model") or {}).get("init_args")
         if init_args is None:
             return
         for key in ("optimizer", "lr_scheduler"):
