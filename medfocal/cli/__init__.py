@@ -199,7 +199,12 @@ def lightning_main(args: list[str]) -> int:
     """Run ``fit|validate|test|predict`` through :class:`medfocal.cli.lightning.MedfocalCLI`.
 
     ``args`` starts with the subcommand: ``["fit", "--config", "configs/demo.yaml"]``. Returns the exit
-    code (0, or the parser's code for ``--help`` and argument errors).
+    code: 0; the parser's code for ``--help`` and argument errors; 2 for a ``--config`` that is neither a
+    file nor a preset (the presets and the closest name listed); 1, with the message alone (no
+    traceback), for data problems (:class:`~medfocal.data.errors.DataValidationError`, a malformed
+    ``dataset.json`` included), a split that cannot serve the command
+    (:class:`~medfocal.data.errors.DataSplitError`: ``test`` on a test split without labels) and a
+    training loss that turned NaN/Inf (:class:`~medfocal.cli.lightning.NonFiniteLossError`).
     """
     import warnings
 
