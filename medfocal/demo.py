@@ -3,7 +3,9 @@
 1. generate a small class-imbalanced 3D dataset (:func:`medfocal.synthetic.make_lesion_dataset`:
    tiny lesions, oblique non-RAS affines, anisotropic spacing) in a Decathlon layout;
 2. ``medfocal fit`` with ``configs/demo.yaml`` (3D U-Net + focal+Dice loss) for 100 short epochs
-   (500 steps, about 1.5 minutes on a 2-core CPU; ``--minutes`` caps the time on a slower machine);
+   (500 steps, about 1.5 minutes on a 2-core CPU). The budget is the number of epochs, so the result does
+   not depend on machine load; ``--minutes`` (default 30) is only a safety net, and when it ends training
+   early the summary says so (epochs done of planned);
 3. ``medfocal infer`` on the held-out volumes with the best checkpoint (masks in the input geometry);
 4. ``medfocal evaluate`` against their ground truth (per-case CSV, summary, box plot);
 5. a PNG overlay of one case, and a summary on the terminal.
@@ -40,12 +42,20 @@ class DemoResult:
     overlay_png: Path
     dice: dict[str, float]
     train_seconds: float
+    epochs_done: int = 0
+    epochs_planned: int = 0
+    minutes: float = 0.0
+
+    @property
+    def stopped_on_time(self) -> bool:
+        """Training ended on the ``minutes`` safety net before its planned epochs."""
+        return self.epochs_done < self.epochs_planned
 
 
 def _fit(
     config: Path, data_dir: Path, out: Path, epochs: int, minutes: float, seed: int, extra: Sequence[str]
-) -> Path:
-    """Train with the LightningCLI exactly as ``medfocal fit`` does; return the best checkpoint."""
+) -> tuple[Path, int, int]:
+    """Train as ``medfocal fit`` does; the best checkpoint, the epochs done and the epochs planned."""
     from medfocal.cli.lightning import MedfocalCLI
 
     seconds = max(1, round(minutes * 60))
@@ -75,14 +85,18 @@ def _fit(
     ckpt = cli.trainer.checkpoint_callback
     best = getattr(ckpt, "best_model_path", "") or getattr(ckpt, "last_model_path", "")
     if not best:
-        raise RuntimeError(f"training under {out} wrote no checkpoint (was the time budget too short?)")
-    return Path(best)
+        raise RuntimeError(
+            f"training under {out} wrote no checkpoint: the time budget (--minutes {minutes:g}) ended it "
+            "before the first validation; raise --minutes"
+        )
+    planned = cli.trainer.max_epochs if cli.trainer.max_epochs is not None else epochs
+    return Path(best), int(cli.trainer.current_epoch), int(planned)
 
 
 def run_demo(
     out_dir: str | Path = "medfocal_demo",
     epochs: int = 100,
-    minutes: float = 5.0,
+    minutes: float = 30.0,
     seed: int = 0,
     n_train: int = 12,
     n_test: int = 4,
@@ -95,8 +109,9 @@ def run_demo(
 
     Args:
         out_dir: output folder (data, training runs, predictions, metrics, overlay).
-        epochs: training epochs of 5 steps.
-        minutes: training time cap.
+        epochs: training epochs of 5 steps (the training budget).
+        minutes: safety net on the training time; when it ends training before ``epochs``, the summary
+            says so.
         seed: seed of the generated data and of training.
         n_train: generated training cases.
         n_test: generated held-out cases.
@@ -120,7 +135,7 @@ def run_demo(
     if not (data_dir / "dataset.json").is_file():
         make_lesion_dataset(data_dir, n_train=n_train, n_test=n_test, shape=shape, seed=seed)
     start = time.perf_counter()
-    best = _fit(cfg, data_dir, out / "train", epochs, minutes, seed, extra_args)
+    best, epochs_done, epochs_planned = _fit(cfg, data_dir, out / "train", epochs, minutes, seed, extra_args)
     train_seconds = time.perf_counter() - start
 
     predictions = out / "predictions"
@@ -138,7 +153,18 @@ def run_demo(
         prediction_path=predictions / first.name,
         title=f"{first.name}: ground truth (green) vs medfocal (red)",
     )
-    return DemoResult(data_dir, best, predictions, evaluation.csv_path, overlay, dice, train_seconds)
+    return DemoResult(
+        data_dir,
+        best,
+        predictions,
+        evaluation.csv_path,
+        overlay,
+        dice,
+        train_seconds,
+        epochs_done=epochs_done,
+        epochs_planned=epochs_planned,
+        minutes=minutes,
+    )
 
 
 def print_summary(res: DemoResult) -> None:
@@ -156,7 +182,17 @@ def print_summary(res: DemoResult) -> None:
         table.add_row("[bold]mean[/bold]", f"[bold]{sum(finite) / len(finite):.3f}[/bold]")
     console = Console(soft_wrap=True)
     console.print(table)
-    console.print(f"trained for {res.train_seconds:.0f} s; checkpoint: {res.checkpoint}")
+    console.print(
+        f"trained {res.epochs_done} of {res.epochs_planned} epochs in {res.train_seconds:.0f} s; "
+        f"checkpoint: {res.checkpoint}"
+    )
+    if res.stopped_on_time:
+        console.print(
+            f"[bold yellow]training stopped at its time budget (--minutes {res.minutes:g}) after "
+            f"{res.epochs_done} of {res.epochs_planned} epochs[/bold yellow]: the Dice above is that of an "
+            f"unfinished model; rerun with a larger budget, e.g. --minutes {max(2 * res.minutes, 1):g}",
+            soft_wrap=True,
+        )
     console.print(f"masks (input geometry): {res.predictions_dir}")
     console.print(f"per-case metrics: {res.metrics_csv}")
     console.print(f"overlay: {res.overlay_png}")

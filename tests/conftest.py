@@ -10,6 +10,13 @@ from hypothesis import settings as hypothesis_settings
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+
+@pytest.fixture(autouse=True)
+def _data_check_cache(tmp_path_factory, monkeypatch):
+    """``check: quick`` remembers checked files; tests keep that memory out of the user's ~/.cache."""
+    monkeypatch.setenv("MEDFOCAL_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "medfocal_cache"))
+
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -29,7 +29,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["COMMANDS", "EXTRA_COMMANDS", "LIGHTNING_COMMANDS", "Command", "expand_presets", "main"]
+__all__ = [
+    "COMMANDS",
+    "EXTRA_COMMANDS",
+    "LIGHTNING_COMMANDS",
+    "Command",
+    "expand_presets",
+    "main",
+    "unknown_config",
+]
 
 
 @dataclass(frozen=True)
@@ -44,7 +52,14 @@ class Command:
         return str(importlib.import_module(self.module).HELP)
 
     def run(self, argv: Sequence[str]) -> int:
-        args = expand_presets(list(argv)) if self.presets else list(argv)
+        if self.presets:
+            args = expand_presets(list(argv))
+            unknown = unknown_config(args)
+            if unknown:
+                print(f"medfocal: {unknown}", file=sys.stderr)
+                return 2
+        else:
+            args = list(argv)
         return int(importlib.import_module(self.module).main(args) or 0)
 
 
@@ -125,6 +140,40 @@ def expand_presets(args: list[str]) -> list[str]:
     return out
 
 
+def _config_values(args: Sequence[str]) -> list[str]:
+    values = []
+    for i, arg in enumerate(args):
+        if arg in ("--config", "-c") and i + 1 < len(args):
+            values.append(args[i + 1])
+        elif arg.startswith("--config="):
+            values.append(arg.split("=", 1)[1])
+    return values
+
+
+def unknown_config(args: Sequence[str]) -> str | None:
+    """A one-line message when a ``--config`` value is neither a file nor a preset, else ``None``.
+
+    The message lists the presets and the closest one (``difflib``). Values that look like inline YAML
+    (``{...}``, ``key: value``) are left to the parser.
+    """
+    import difflib
+
+    from medfocal.presets import list_presets
+
+    for value in _config_values(args):
+        if Path(value).exists() or any(c in value for c in "{}:\n"):
+            continue
+        presets = list_presets()
+        name = Path(value).name.removesuffix(".yaml").removesuffix(".yml")
+        close = difflib.get_close_matches(name, presets, n=1, cutoff=0.5)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        return (
+            f"--config {value}: no such file and no preset of that name.{hint} "
+            f"Presets: {', '.join(presets)} (or give the path of a YAML file)."
+        )
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``medfocal`` console script (and ``python -m medfocal.cli``)."""
     from medfocal.cli._options import exit_code
@@ -153,14 +202,53 @@ def lightning_main(args: list[str]) -> int:
     """Run ``fit|validate|test|predict`` through :class:`medfocal.cli.lightning.MedfocalCLI`.
 
     ``args`` starts with the subcommand: ``["fit", "--config", "configs/demo.yaml"]``. Returns the exit
-    code (0, or the parser's code for ``--help`` and argument errors).
+    code: 0; the parser's code for ``--help`` and argument errors; 2 for a ``--config`` that is neither a
+    file nor a preset (the presets and the closest name listed); 1, with the message alone (no
+    traceback), for data problems (:class:`~medfocal.data.errors.DataValidationError`, a malformed
+    ``dataset.json`` included), a split that cannot serve the command
+    (:class:`~medfocal.data.errors.DataSplitError`: ``test`` on a test split without labels) and a
+    training loss that turned NaN/Inf (:class:`~medfocal.cli.lightning.NonFiniteLossError`).
     """
     import warnings
 
-    from medfocal.cli.lightning import MedfocalCLI
+    from medfocal.cli.lightning import MedfocalCLI, NonFiniteLossError
+    from medfocal.data.errors import DataSplitError, DataValidationError
 
-    with warnings.catch_warnings():
-        # args come from sys.argv through main(): passing both is intended here
-        warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
-        MedfocalCLI(args=list(args))
+    unknown = unknown_config(args)
+    if unknown:
+        print(f"medfocal {args[0]}: {unknown}", file=sys.stderr)
+        return 2
+    try:
+        with warnings.catch_warnings():
+            # args come from sys.argv through main(): passing both is intended here
+            warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
+            MedfocalCLI(args=list(args))
+    except Exception as err:
+        # jsonargparse wraps errors raised while building the datamodule in its own ValueError
+        known = _cause_of_type(err, (DataValidationError, DataSplitError, NonFiniteLossError))
+        if known is None:
+            raise
+        print(f"medfocal {args[0]}: {known}", file=sys.stderr)
+        if isinstance(known, DataValidationError) and "dataset.json" not in str(known):
+            print("(`medfocal check-data` runs the same checks without training)", file=sys.stderr)
+        return 1
+    if args[0] == "predict":
+        print(
+            "medfocal predict: predictions were computed in memory and not written (add a "
+            "BasePredictionWriter callback); `medfocal infer -c CHECKPOINT -i IMAGES -o OUT` writes masks "
+            "in the input geometry.",
+            file=sys.stderr,
+        )
     return 0
+
+
+def _cause_of_type(err: BaseException, types: tuple[type[BaseException], ...]) -> BaseException | None:
+    """``err`` or the first exception of ``types`` in its ``__cause__``/``__context__`` chain."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, types):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None

@@ -147,7 +147,7 @@ def datamodule_from_config(data: dict[str, Any], overrides: Sequence[str] = ()) 
         cfg = data_parser.parse_args([f"--data={json.dumps(data)}", *overrides])
         return data_parser.instantiate_classes(cfg).data
     except (argparse.ArgumentError, ValueError) as err:
-        raise ValueError(_root_error(err)) from None
+        raise _data_error(err) from None
 
 
 def datamodule_from_preset(configs: Sequence[str], overrides: Sequence[str] = ()) -> Any:
@@ -168,6 +168,15 @@ def datamodule_from_preset(configs: Sequence[str], overrides: Sequence[str] = ()
     from medfocal.cli.lightning import MedfocalCLI
 
     class _DataOnlyCLI(MedfocalCLI):
+        def add_core_arguments_to_parser(self, parser: Any) -> None:
+            # as fit's parser, but a data-only YAML (no model:) is fine: only data is checked
+            parser.add_lightning_class_args(self.trainer_class, "trainer")
+            defaults = self.trainer_defaults.items()
+            trainer_defaults = {f"trainer.{k}": v for k, v in defaults if k != "callbacks"}
+            parser.set_defaults(trainer_defaults)
+            parser.add_lightning_class_args(self._model_class, "model", subclass_mode=True, required=False)
+            parser.add_lightning_class_args(self._datamodule_class, "data", subclass_mode=True)
+
         def instantiate_classes(self) -> None:
             cfg = Namespace(data=self.config["data"])
             self.datamodule = _data_parser().instantiate_classes(cfg).data
@@ -186,8 +195,17 @@ def datamodule_from_preset(configs: Sequence[str], overrides: Sequence[str] = ()
                 args=args, run=False, parser_kwargs={"prog": "medfocal check-data", "exit_on_error": False}
             )
         except (_argparse.ArgumentError, ValueError) as err:
-            raise ValueError(_root_error(err)) from None
+            raise _data_error(err) from None
     return cli.datamodule
+
+
+def _data_error(err: BaseException) -> ValueError:
+    """The dataset's own error when jsonargparse wrapped one (a malformed dataset.json), else its cause."""
+    from medfocal.cli import _cause_of_type
+    from medfocal.data.errors import DataValidationError
+
+    known = _cause_of_type(err, (DataValidationError,))
+    return known if isinstance(known, ValueError) else ValueError(_root_error(err))
 
 
 def _root_error(err: BaseException) -> str:

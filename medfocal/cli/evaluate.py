@@ -26,7 +26,13 @@ def parser() -> argparse.ArgumentParser:
         "evaluate",
         "Per case and class (MONAI metrics, distances in mm from the affine): "
         f"{', '.join(METRICS)}. Writes a per-case CSV, a summary CSV (mean, std, median) and a box plot PNG.",
-        "exit status: 0 success, 2 missing files or mismatched geometry.",
+        "Empty labels: a label absent from both the prediction and the ground truth of a case has Dice and "
+        "IoU NaN\n(undefined, as nnU-Net's evaluate_folder and MONAI's DiceMetric(ignore_empty=True) report "
+        "it) and is left\nout of the means (summary: n = cases scored, n_nan = cases left out); one side "
+        "empty gives Dice 0.\nMasks must hold integer labels >= 0: non-integer values (use --threshold for "
+        "probability maps)\nand negative values are errors naming the file; labels present but not scored "
+        "are reported as warnings.\nexit status: 0 success, 2 missing files, mismatched geometry or invalid "
+        "mask values.",
     )
     add_signature_options(
         p,
@@ -47,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"medfocal evaluate: error: {err}", file=sys.stderr)
         return 2
+    for line in result.warnings:
+        print(f"medfocal evaluate: warning: {line}", file=sys.stderr)
     print(result.summary_text)
     print(f"per case: {result.csv_path}\nsummary: {result.summary_path}")
     if result.plot_path is not None:

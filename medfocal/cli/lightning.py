@@ -9,7 +9,11 @@
   classification), saving the best and ``last.ckpt``;
 - default loggers TensorBoard + CSV under ``runs/`` (``trainer.logger`` in a config replaces them);
 - ``LearningRateMonitor`` (when a logger is on) and ``RichProgressBar`` (on a terminal; TQDM otherwise);
-- ``config.yaml`` saved next to the logs, overwritten on re-runs instead of failing.
+- ``config.yaml`` saved next to the logs, overwritten on re-runs instead of failing;
+- ``last.ckpt`` always holds the last trained step (:class:`LastStepCheckpoint`), also when
+  ``max_epochs`` is not a multiple of ``check_val_every_n_epoch`` or ``max_time`` ends the run;
+- :class:`NonFiniteLossStop`: training stops with :class:`NonFiniteLossError` when the training loss
+  turns NaN/Inf (checked on the device, one host sync every ``every_n_steps`` steps and at epoch end).
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from pytorch_lightning import LightningDataModule, LightningModule, Trainer
+import torch
+from pytorch_lightning import Callback, LightningDataModule, LightningModule, Trainer
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from pytorch_lightning.callbacks.progress import ProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
-__all__ = ["DEFAULT_TRAINER", "MedfocalCLI"]
+__all__ = ["DEFAULT_TRAINER", "LastStepCheckpoint", "MedfocalCLI", "NonFiniteLossError", "NonFiniteLossStop"]
 
 # plain class_path dicts, not lazy instances: each run (also several in one process) gets new loggers
 DEFAULT_TRAINER: dict[str, Any] = {
@@ -38,6 +43,79 @@ DEFAULT_TRAINER: dict[str, Any] = {
     ],
     "log_every_n_steps": 10,
 }
+
+
+class LastStepCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose ``last.ckpt`` holds the last trained step when ``fit`` ends.
+
+    Lightning saves ``last`` only together with a top-k save (after validation), so with
+    ``max_epochs=3, check_val_every_n_epoch=2`` its ``last.ckpt`` stops at epoch 2; here the end of
+    training (``max_epochs``, ``max_steps``, ``max_time``, early stopping) saves it again when steps were
+    trained since. Same arguments as ``ModelCheckpoint``.
+    """
+
+    @property
+    def state_key(self) -> str:
+        """ModelCheckpoint's key: checkpoints from before (and after) this class resume alike."""
+        key = super().state_key
+        return "ModelCheckpoint" + key[len(type(self).__qualname__) :]
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        stale = self._last_global_step_saved != trainer.global_step
+        if self.save_last and stale and not trainer.fast_dev_run:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite (raised by :class:`NonFiniteLossStop`)."""
+
+
+class NonFiniteLossStop(Callback):
+    """Stop ``fit`` with :class:`NonFiniteLossError` when the training loss turns NaN/Inf.
+
+    Each step's loss is folded into a flag on its device (no host sync); the flag is read every
+    ``every_n_steps`` steps and at the end of each training epoch, so a NaN is caught at most that many
+    steps late, at the cost of one sync per ``every_n_steps`` steps (``detect_anomaly`` would cost a
+    backward-pass check every step).
+
+    Args:
+        every_n_steps: steps between two reads of the flag.
+    """
+
+    def __init__(self, every_n_steps: int = 50) -> None:
+        self.every_n_steps = max(1, int(every_n_steps))
+        self._bad: torch.Tensor | None = None
+        self._first_step = 0
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if not isinstance(loss, torch.Tensor):
+            return
+        bad = ~torch.isfinite(loss.detach()).all()
+        self._bad = bad if self._bad is None else self._bad | bad
+        if trainer.global_step % self.every_n_steps == 0:
+            self._check(trainer)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._check(trainer)
+
+    def _check(self, trainer: Trainer) -> None:
+        if self._bad is None:
+            return
+        # every rank reaches this at the same step: all of them stop when one of them saw NaN/Inf
+        bad = trainer.strategy.reduce_boolean_decision(bool(self._bad), all=False)
+        self._bad = None
+        first, self._first_step = self._first_step, trainer.global_step
+        if bad:
+            raise NonFiniteLossError(
+                f"the training loss became NaN/Inf (epoch {trainer.current_epoch}, between steps {first} and "
+                f"{trainer.global_step}); training stopped. Check the data (`medfocal check-data --config "
+                "...`, check: full), lower the learning rate, or clip gradients "
+                "(--trainer.gradient_clip_val=1.0)"
+            )
 
 
 def _monitor_of(model: LightningModule) -> str | None:
@@ -84,7 +162,7 @@ class MedfocalCLI(LightningCLI):
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(LastStepCheckpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.save_last": True,
@@ -107,7 +185,7 @@ class MedfocalCLI(LightningCLI):
         config = self.config.get(self.subcommand) if self.subcommand else self.config
         if config is None:
             return
-        init_args = config.get("model", {}).get("init_args")
+        init_args = (config.get("model") or {}).get("init_args")
         if init_args is None:
             return
         for key in ("optimizer", "lr_scheduler"):
@@ -126,6 +204,8 @@ class MedfocalCLI(LightningCLI):
         has_logger = config.get("logger", True) is not False
         if has_logger and not any(isinstance(c, LearningRateMonitor) for c in callbacks):
             callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+        if not any(isinstance(c, NonFiniteLossStop) for c in callbacks):
+            callbacks.append(NonFiniteLossStop())
         if config.get("fast_dev_run"):
             # Lightning's on_train_end writes last.ckpt even under fast_dev_run; keep dry runs dry
             extra = [self._get(self.config_init, k) for k in self._parser(self.subcommand).callback_keys]

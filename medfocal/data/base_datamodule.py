@@ -14,8 +14,11 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from monai.data import DataLoader
+from pytorch_lightning.utilities import rank_zero_warn
 
+from medfocal.data.check_cache import ContentCache, default_cache_file
 from medfocal.data.checks import CaseSummary, validate_records
+from medfocal.data.errors import DataSplitError
 from medfocal.data.layouts import Layout, MedMNISTLayout, detect_layout
 from medfocal.data.loading import LoaderConfig, make_dataset, make_loader, split_records
 from medfocal.data.transforms import PreprocessingSpec, inference_transforms
@@ -126,8 +129,12 @@ class BaseDataModule(pl.LightningDataModule):
     def _declared_num_classes(self) -> int | None:
         return len(self._class_names_arg) if self._class_names_arg else None
 
-    def validate(self, full: bool = True, raise_on_error: bool = True) -> tuple[list[CaseSummary], list[str]]:
+    def validate(
+        self, full: bool = True, raise_on_error: bool = True, cache: ContentCache | None = None
+    ) -> tuple[list[CaseSummary], list[str]]:
         """Run :func:`medfocal.data.checks.validate_records` over every split.
+
+        ``cache``: with ``full``, skip reading files that passed the content checks before.
 
         Raises:
             DataValidationError: problems found (all listed, each naming its file).
@@ -141,6 +148,7 @@ class BaseDataModule(pl.LightningDataModule):
             full=full,
             raise_on_error=raise_on_error,
             source=self.describe(),
+            cache=cache,
         )
 
     # -- datasets and loaders ------------------------------------------------------------------------
@@ -151,7 +159,9 @@ class BaseDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Split, validate (``check``) and build the datasets of ``stage``."""
         if self.loading.check != "none" and not getattr(self, "_checked", False):
-            self.validate(full=self.loading.check == "full")
+            # quick: headers every run; NaN/Inf and label values read once per file version (cached)
+            quick = self.loading.check == "quick"
+            self.validate(full=True, cache=ContentCache(default_cache_file()) if quick else None)
             self._checked = True
         if stage in ("fit", None):
             if not self.splits["train"]:
@@ -160,10 +170,40 @@ class BaseDataModule(pl.LightningDataModule):
         if stage in ("fit", "validate", None) and self.splits["val"]:
             keys = self._keys(self.splits["val"])
             self._datasets["val"] = self._dataset(self.splits["val"], self.val_transform(keys), cache=True)
-        if stage in ("test", "predict", None):
-            test = self.splits["test"] or self.splits["val"]
-            keys = self._keys(test)
-            self._datasets["test"] = self._dataset(test, self.val_transform(keys), cache=False)
+        if stage in ("test", None):
+            test = self._labelled_test_records(strict=stage == "test")
+            if test:
+                keys = self._keys(test)
+                self._datasets["test"] = self._dataset(test, self.val_transform(keys), cache=False)
+        if stage in ("predict", None):
+            records = self.splits["test"] or self.splits["val"]
+            keys = self._keys(records)
+            self._datasets["predict"] = self._dataset(records, self.val_transform(keys), cache=False)
+
+    def _labelled_test_records(self, strict: bool) -> list[dict[str, Any]]:
+        """The cases ``test`` scores: the labelled cases of the test split (else the validation split).
+
+        Raises:
+            DataSplitError: (``strict``) the test split has cases but none with a label.
+        """
+        test = self.splits["test"]
+        if not test:
+            return self.splits["val"]
+        labelled = [r for r in test if "label" in r]
+        if len(labelled) < len(test) and strict:
+            if not labelled:
+                raise DataSplitError(
+                    f"{self.describe()}: the test split's {len(test)} case(s) have no labels, so "
+                    "`medfocal test` cannot score them; write their masks with `medfocal infer -c "
+                    "CHECKPOINT -i TEST_IMAGES -o PREDICTIONS` and score them with `medfocal evaluate "
+                    "-p PREDICTIONS -g TEST_LABELS`, or score the validation split with `medfocal "
+                    "validate`"
+                )
+            rank_zero_warn(
+                f"{self.describe()}: scoring the {len(labelled)} labelled test case(s); "
+                f"{len(test) - len(labelled)} test case(s) have no label and are left out"
+            )
+        return labelled
 
     def _keys(self, records: list[dict[str, Any]]) -> tuple[str, ...]:
         return ("image", "label") if records and all("label" in r for r in records) else ("image",)
@@ -176,7 +216,7 @@ class BaseDataModule(pl.LightningDataModule):
 
     def _loader(self, name: str, batch_size: int, shuffle: bool, sampler: Any = None) -> DataLoader:
         if name not in self._datasets:
-            self.setup({"train": "fit", "val": "validate", "test": "test"}[name])
+            self.setup({"train": "fit", "val": "validate", "test": "test", "predict": "predict"}[name])
         return make_loader(self._datasets[name], batch_size, self.loading, shuffle, sampler)
 
     def train_dataloader(self) -> DataLoader:
@@ -191,4 +231,5 @@ class BaseDataModule(pl.LightningDataModule):
         return self._loader("test", self.loading.val_batch_size, shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", self.loading.val_batch_size, shuffle=False)
+        """The test split (all its cases, labelled or not; else the validation split)."""
+        return self._loader("predict", self.loading.val_batch_size, shuffle=False)

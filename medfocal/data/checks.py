@@ -3,8 +3,10 @@
 :func:`validate_records` looks at every case of a dataset and collects *all* problems (missing or
 unreadable files, image/label shape or affine mismatch, label values outside the declared classes,
 NaN/Inf voxels, wrong channel count, empty dataset) before raising one :class:`DataValidationError`
-whose message names each file. ``quick`` mode reads headers only (NIfTI header, PIL size); the full
-mode loads the arrays through MONAI ``LoadImage`` and also counts label voxels.
+whose message names each file. ``full=False`` reads headers only (NIfTI header, PIL size); ``full=True``
+loads the arrays through MONAI ``LoadImage`` (NaN/Inf voxels, label values) and also counts label voxels.
+With a :class:`~medfocal.data.check_cache.ContentCache` the arrays of files that passed before (same path,
+size and modification time) are not read again: what ``check: quick`` does before training.
 
 Example::
 
@@ -23,25 +25,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from medfocal.data.check_cache import ContentCache
+from medfocal.data.errors import DataValidationError
 from medfocal.data.transforms import PreprocessingSpec, label_transforms
 from medfocal.io import PHOTO_SUFFIXES, spacing_of
 
 __all__ = [
     "CaseSummary",
     "DataValidationError",
+    "cached_label_counts",
     "label_counts",
     "main_check_data",
     "validate_records",
 ]
-
-
-class DataValidationError(ValueError):
-    """Raised with every problem found in a dataset; ``.problems`` lists them, one line each."""
-
-    def __init__(self, problems: Sequence[str]) -> None:
-        self.problems = list(problems)
-        lines = "\n  - ".join(self.problems)
-        super().__init__(f"{len(self.problems)} problem(s) in the dataset:\n  - {lines}")
 
 
 @dataclass
@@ -110,7 +106,7 @@ def _load_label(path: Any, spec: PreprocessingSpec) -> torch.Tensor:
     if spec.label_threshold is None:
         values = torch.as_tensor(raw)
         if values.is_floating_point() and not torch.equal(values, torch.round(values)):
-            bad = values[values != torch.round(values)][:3].tolist()
+            bad = torch.unique(values[values != torch.round(values)])[:3].tolist()
             raise ValueError(f"{path}: label values must be integers, found {bad} (set label_threshold?)")
     return Compose(label_transforms(spec))({"label": raw})["label"]
 
@@ -134,7 +130,9 @@ def _files(value: Any) -> list[str]:
     return [str(value)] if isinstance(value, (str, Path)) else []
 
 
-def _check_image(record: dict, spec: PreprocessingSpec, full: bool, problems: list[str]) -> _Header | None:
+def _check_image(
+    record: dict, spec: PreprocessingSpec, full: bool, problems: list[str], cache: ContentCache | None = None
+) -> _Header | None:
     image = record["image"]
     if isinstance(image, np.ndarray):
         if not np.isfinite(image).all():
@@ -163,7 +161,7 @@ def _check_image(record: dict, spec: PreprocessingSpec, full: bool, problems: li
             f"{spec.spatial_dims} (photos: set preprocessing.modality to rgb, grey, dermoscopy or histology)"
         )
         return None
-    if full:
+    if full and not (cache is not None and all(cache.get("image", f) for f in files)):
         try:
             from monai.transforms import LoadImage
 
@@ -176,7 +174,13 @@ def _check_image(record: dict, spec: PreprocessingSpec, full: bool, problems: li
         array = torch.as_tensor(data)
         if array.is_floating_point() and not torch.isfinite(array).all():
             bad = int((~torch.isfinite(array)).sum())
-            problems.append(f"{files[0]}: {bad} NaN/Inf voxels in the image")
+            problems.append(
+                f"{files[0]}: {bad} NaN/Inf voxels in the image (fix or remove the case; "
+                "training on it gives a NaN loss)"
+            )
+        elif cache is not None:
+            for f in files:
+                cache.put("image", f, True)
     return header
 
 
@@ -188,6 +192,7 @@ def _check_label(
     full: bool,
     affine_atol: float,
     problems: list[str],
+    cache: ContentCache | None = None,
 ) -> np.ndarray | None:
     label = record.get("label")
     files = _files(label)
@@ -219,9 +224,12 @@ def _check_label(
     if not full:
         return None
     try:
-        counts = label_counts(path, spec)
+        counts = cached_label_counts(path, spec, cache)
     except Exception as err:
-        problems.append(f"{path}: unreadable or invalid label ({type(err).__name__}: {err})")
+        named = isinstance(err, ValueError) and str(err).startswith(str(path))
+        problems.append(
+            str(err) if named else f"{path}: unreadable or invalid label ({type(err).__name__}: {err})"
+        )
         return None
     if num_classes is not None and len(counts) > num_classes:
         outside = [int(v) for v in np.nonzero(counts)[0] if v >= num_classes]
@@ -233,6 +241,26 @@ def _check_label(
     return counts
 
 
+def cached_label_counts(path: str, spec: PreprocessingSpec, cache: ContentCache | None) -> np.ndarray:
+    """:func:`label_counts` through ``cache`` (read only when the file changed since it was counted)."""
+    extra = _label_fingerprint(spec)
+    cached = cache.get("label", path, extra) if cache is not None else None
+    if cached is not None:
+        return np.asarray(cached, dtype=np.int64)
+    counts = label_counts(path, spec)
+    if cache is not None:
+        cache.put("label", path, [int(c) for c in counts], extra)
+    return counts
+
+
+def _label_fingerprint(spec: PreprocessingSpec) -> str:
+    """The preprocessing fields that change label values (a cached count is valid under these only)."""
+    import json
+
+    fields = {k: getattr(spec, k, None) for k in ("reader", "label_map", "label_threshold", "label_channel")}
+    return json.dumps(fields, sort_keys=True, default=str)
+
+
 def validate_records(
     records: Sequence[dict],
     spec: PreprocessingSpec,
@@ -242,6 +270,7 @@ def validate_records(
     affine_atol: float = 1e-3,
     raise_on_error: bool = True,
     source: str = "dataset",
+    cache: ContentCache | None = None,
 ) -> tuple[list[CaseSummary], list[str]]:
     """Check every record; return per-case summaries and the problems found.
 
@@ -254,6 +283,8 @@ def validate_records(
         affine_atol: largest allowed absolute difference between image and label affines.
         raise_on_error: raise :class:`DataValidationError` listing all problems.
         source: name of the dataset for the empty-dataset message.
+        cache: with ``full``, files that passed the content checks before are not read again, and
+            files that pass now are remembered (saved at the end).
 
     Raises:
         DataValidationError: (a ``ValueError``) when problems are found and ``raise_on_error``.
@@ -264,8 +295,8 @@ def validate_records(
         problems.append(f"{source}: empty dataset (no cases found)")
     channels_seen: dict[int, str] = {}
     for record in records:
-        image = _check_image(record, spec, full, problems)
-        counts = _check_label(record, image, spec, num_classes, full, affine_atol, problems)
+        image = _check_image(record, spec, full, problems, cache)
+        counts = _check_label(record, image, spec, num_classes, full, affine_atol, problems, cache)
         name = _files(record["image"])[0] if _files(record["image"]) else str(record.get("case"))
         if image is not None:
             channels_seen.setdefault(image.channels, name)
@@ -289,6 +320,8 @@ def validate_records(
             + ", ".join(f"{c} in {f}" for c, f in sorted(channels_seen.items()))
         )
     problems += _undeclared_label_problems(summaries, num_classes)
+    if cache is not None:
+        cache.save()
     if raise_on_error and problems:
         raise DataValidationError(problems)
     return summaries, problems

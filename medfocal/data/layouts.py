@@ -24,6 +24,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from medfocal.data.errors import DataValidationError
 from medfocal.data.layouts_base import _SPLITS, Layout, _require_dir, _require_file
 from medfocal.data.layouts_classification import ImageFolderLayout, MedMNISTLayout
 from medfocal.io import IMAGE_SUFFIXES, strip_suffix
@@ -53,7 +54,9 @@ class DecathlonLayout(Layout):
 
     Raises:
         FileNotFoundError: no ``dataset.json``.
-        ValueError: the JSON lacks a ``training`` list.
+        DataValidationError: (a ``ValueError``) the JSON is malformed: a syntax error, not an object, no
+            ``training`` list, an entry without ``image``/``label``, ``labels`` or ``modality`` neither a
+            mapping nor a list; every problem is listed, each naming the file.
     """
 
     def __init__(self, root: str, dataset_json: str = "dataset.json") -> None:
@@ -62,9 +65,7 @@ class DecathlonLayout(Layout):
             path, dataset_json = path.parent, path.name
         self.root = str(path)
         self.json_path = _require_file(path / dataset_json, "DecathlonLayout")
-        self._meta = json.loads(self.json_path.read_text())
-        if not isinstance(self._meta.get("training"), list):
-            raise ValueError(f"{self.json_path}: expected a 'training' list of image/label pairs")
+        self._meta = _read_dataset_json(self.json_path)
 
     def _path(self, rel: str) -> str:
         return str((Path(self.root) / rel).resolve())
@@ -97,16 +98,76 @@ class DecathlonLayout(Layout):
         if not labels:
             return None
         if isinstance(labels, dict):
-            try:  # MSD: {"0": "background", "1": "tumour"}
-                pairs = sorted((int(k), str(v)) for k, v in labels.items())
-            except ValueError:  # nnU-Net v2: {"background": 0, "tumour": 1}
-                pairs = sorted((int(v), str(k)) for k, v in labels.items())
-            return [name for _, name in pairs]
+            return [name for _, name in _label_pairs(labels)]
         return [str(v) for v in labels]
 
     def in_channels(self) -> int | None:
         modality = self._meta.get("modality") or self._meta.get("channel_names")
         return len(modality) if modality else None
+
+
+def _read_dataset_json(path: Path) -> dict[str, Any]:
+    """The parsed ``dataset.json``, checked for the fields :class:`DecathlonLayout` reads."""
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataValidationError(
+            [f"{path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})"]
+        ) from None
+    except UnicodeDecodeError:
+        message = f"{path}: not a text file (expected a JSON dataset description)"
+        raise DataValidationError([message]) from None
+    if not isinstance(meta, dict):
+        raise DataValidationError(
+            [f"{path}: expected a JSON object with a 'training' list, got a JSON {type(meta).__name__}"]
+        )
+    problems: list[str] = []
+    training = meta.get("training")
+    if not isinstance(training, list):
+        problems.append(f'{path}: expected a \'training\' list of {{"image": ..., "label": ...}} entries')
+        training = []
+    for i, item in enumerate(training):
+        entry = item if isinstance(item, dict) else {}
+        missing = [k for k in ("image", "label") if not isinstance(entry.get(k), str)]
+        if missing:
+            problems.append(
+                f"{path}: training[{i}] = {json.dumps(item)[:80]} lacks {' and '.join(missing)} "
+                '(expected {"image": "./imagesTr/x.nii.gz", "label": "./labelsTr/x.nii.gz"})'
+            )
+    test = meta.get("test", [])
+    if not isinstance(test, list):
+        problems.append(f"{path}: 'test' must be a list of image paths, got {json.dumps(test)[:60]}")
+        test = []
+    for i, item in enumerate(test):
+        if not isinstance(item, str) and not (isinstance(item, dict) and isinstance(item.get("image"), str)):
+            shown = json.dumps(item)[:80]
+            problems.append(f"{path}: test[{i}] = {shown} is neither a path nor has an 'image'")
+    for key, example in (("labels", '{"0": "background", "1": "tumour"}'), ("modality", '{"0": "MRI"}')):
+        value = meta.get(key)
+        if value is not None and not isinstance(value, (dict, list)):
+            shown = json.dumps(value)[:60]
+            problems.append(f"{path}: {key!r} must be a mapping such as {example}, got {shown}")
+    labels = meta.get("labels")
+    if isinstance(labels, dict) and labels:
+        try:
+            _label_pairs(labels)
+        except (TypeError, ValueError):
+            problems.append(
+                f'{path}: \'labels\' must map class indices to names ({{"0": "background"}}) or names to '
+                f'indices ({{"background": 0}}), got {json.dumps(labels)[:80]}'
+            )
+    if problems:
+        raise DataValidationError(problems)
+    return meta
+
+
+def _label_pairs(labels: dict[str, Any]) -> list[tuple[int, str]]:
+    """``(index, name)`` pairs from MSD ``{"0": "background"}`` or nnU-Net v2 ``{"background": 0}``."""
+    try:
+        return sorted((int(k), str(v)) for k, v in labels.items())
+    except (TypeError, ValueError):
+        pairs = sorted((int(v), str(k)) for k, v in labels.items())
+    return pairs
 
 
 class CSVLayout(Layout):

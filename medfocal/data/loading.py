@@ -44,7 +44,9 @@ class LoaderConfig:
         num_workers: loader workers; ``None`` = min(4, CPUs - 1). pin_memory: ``None`` = CUDA present.
         cache: ``"none"``, ``"memory"`` (``CacheDataset``) or ``"disk"`` (``PersistentDataset`` in
             ``cache_dir``); cache_rate: share of items cached in memory.
-        check: ``"none"``, ``"quick"`` (headers) or ``"full"`` validation in ``setup``.
+        check: validation in ``setup``: ``"quick"`` (headers on every run; NaN/Inf voxels and label values
+            read once per file and remembered in :func:`~medfocal.data.check_cache.default_cache_file`),
+            ``"full"`` (everything read on every run) or ``"none"``.
 
     Raises:
         ValueError: an unknown ``cache``/``check`` mode, or ``cache="disk"`` without ``cache_dir``.

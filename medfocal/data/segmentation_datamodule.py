@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from medfocal.data.base_datamodule import BaseDataModule
-from medfocal.data.checks import label_counts
+from medfocal.data.check_cache import ContentCache, default_cache_file
+from medfocal.data.checks import cached_label_counts
 from medfocal.data.layouts import Layout
 from medfocal.data.loading import LoaderConfig
 from medfocal.data.transforms import (
@@ -51,8 +52,10 @@ class SegmentationDataModule(BaseDataModule):
         num_workers: loader workers; ``None`` = min(4, CPUs - 1). pin_memory: ``None`` = CUDA present.
         cache: ``"none"``, ``"memory"`` (``CacheDataset``) or ``"disk"`` (``PersistentDataset`` in
             ``cache_dir``); caches the deterministic part only.
-        check: ``"quick"`` (headers: missing/corrupt files, shapes, affines, channels) before training,
-            ``"full"`` (also NaN/Inf and label values), or ``"none"``.
+        check: before training: ``"quick"`` (headers on every run: missing/corrupt files, shapes,
+            affines, channels; NaN/Inf voxels and label values read once per file version and remembered
+            in ``~/.cache/medfocal/data_checks.json`` or ``$MEDFOCAL_CACHE_DIR``), ``"full"`` (all read on
+            every run), or ``"none"``.
 
     Raises:
         DataValidationError: in ``setup`` when ``check`` finds problems.
@@ -160,13 +163,15 @@ class SegmentationDataModule(BaseDataModule):
             counts = np.asarray(json.loads(path.read_text()), dtype=np.float64)
         else:
             total = np.zeros(0, dtype=np.float64)
+            memory = ContentCache(default_cache_file())  # counts the data checks already read
             for record in records:
                 if "label" not in record:
                     continue
-                counts = label_counts(record["label"], self.preprocessing)
+                counts = cached_label_counts(record["label"], self.preprocessing, memory)
                 size = max(len(total), len(counts))
                 total = np.pad(total, (0, size - len(total))) + np.pad(counts, (0, size - len(counts)))
             counts = total
+            memory.save()
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(counts.tolist()))

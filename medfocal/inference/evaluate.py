@@ -4,9 +4,16 @@ MONAI's metric functions (the functional core of ``DiceMetric``, ``MeanIoU``,
 ``HausdorffDistanceMetric(percentile=95)`` and ``SurfaceDistanceMetric(symmetric=True)``) are applied
 per case and per label, with distances in mm from the voxel spacing of the affine.
 
-Conventions for empty masks (as in nnU-Net's evaluation, except that Dice of two empty masks is 1):
-both empty -> Dice = IoU = 1, distances NaN; one of them empty -> Dice = IoU = 0, distances NaN
-(undefined, reported as NaN rather than infinity). Summaries ignore NaN.
+Conventions for empty masks (those of nnU-Net's ``evaluate_folder`` and of MONAI's ``DiceMetric(
+ignore_empty=True)``): a label absent from both prediction and ground truth of a case has Dice = IoU =
+NaN (undefined, not 1) and is left out of the means (the summary's ``n`` counts the cases scored,
+``n_nan`` those left out); one side empty -> Dice = IoU = 0; distances NaN unless both sides hold the
+label (reported as NaN rather than infinity).
+
+Bad input is refused, naming the file: non-integer values (a probability map or a mask saved as
+0.5 floats; ``threshold`` binarises them on purpose), negative values (-1) and unreadable files. Labels
+outside the scored ones (``labels``) are reported in :attr:`EvaluationResult.warnings`, never silently
+scored or dropped.
 
 Example:
     >>> res = evaluate_folders("predictions/", "labelsTs/", labels=[1])  # doctest: +SKIP
@@ -18,7 +25,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +50,7 @@ class EvaluationResult:
     csv_path: Path | None
     summary_path: Path | None
     plot_path: Path | None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def summary_text(self) -> str:
@@ -57,22 +65,51 @@ class EvaluationResult:
         return "\n".join(lines)
 
 
-def load_mask(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Integer mask and its 4x4 affine (PNG: identity) from a NIfTI or 2D image file."""
+def load_mask(path: str | Path, threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Integer mask and its 4x4 affine (PNG: identity) from a NIfTI or 2D image file.
+
+    Args:
+        path: the mask file.
+        threshold: binarise a mask with non-integer values (a probability map): ``>= threshold`` is 1.
+
+    Raises:
+        ValueError: unreadable file; non-integer values (NaN, 0.5, ...) without ``threshold``; negative
+            values. The message names the file and the values found.
+    """
     path = Path(path)
-    if path.name.lower().endswith(PHOTO_SUFFIXES):
-        from PIL import Image
-
-        with Image.open(path) as im:
-            return np.asarray(im), np.eye(4)
-    import nibabel as nib
-
     try:
-        img = nib.load(str(path))
-        data = np.asarray(img.dataobj)
+        if path.name.lower().endswith(PHOTO_SUFFIXES):
+            from PIL import Image
+
+            with Image.open(path) as im:
+                data, affine = np.asarray(im), np.eye(4)
+        else:
+            import nibabel as nib
+
+            img = nib.load(str(path))
+            data, affine = np.asarray(img.dataobj), np.asarray(img.affine)
     except Exception as err:
         raise ValueError(f"{path}: unreadable mask ({type(err).__name__}: {err})") from None
-    return np.rint(data).astype(np.int64) if data.dtype.kind == "f" else data, np.asarray(img.affine)
+    if data.dtype.kind == "f":
+        fractional = ~np.isfinite(data) | (data != np.round(data))
+        if fractional.any() and threshold is None:
+            examples = ", ".join(f"{v:g}" for v in np.unique(data[fractional])[:3])
+            raise ValueError(
+                f"{path}: mask values must be integer labels, found non-integer values ({examples}, "
+                f"stored as {data.dtype}); give --threshold T to binarise a probability map (>= T is label 1)"
+            )
+        if fractional.any():
+            if not np.isfinite(data).all():
+                raise ValueError(f"{path}: NaN/Inf values in the mask, cannot threshold them")
+            data = (data >= threshold).astype(np.int64)
+        else:
+            data = data.astype(np.int64)
+    elif data.dtype.kind not in "iub":
+        raise ValueError(f"{path}: mask of type {data.dtype}, expected integer labels")
+    if data.dtype.kind == "i" and data.size and data.min() < 0:
+        negative = sorted({int(v) for v in np.unique(data[data < 0])[:3]})
+        raise ValueError(f"{path}: negative label values {negative}; expected class indices 0, 1, 2, ...")
+    return data, affine
 
 
 def _spacing(affine: np.ndarray, ndim: int) -> list[float]:
@@ -114,8 +151,11 @@ def evaluate_case(
         p = torch.from_numpy(np.asarray(pred == label))[None, None].float()
         g = torch.from_numpy(np.asarray(gt == label))[None, None].float()
         p_any, g_any = bool(p.any()), bool(g.any())
+        # absent from both: NaN (ignore_empty=True), as nnU-Net; one side empty: 0
         dice = compute_dice(p, g, include_background=True, ignore_empty=False).item()
         iou = compute_iou(p, g, include_background=True, ignore_empty=False).item()
+        if not (p_any or g_any):
+            dice = iou = math.nan
         if p_any and g_any:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -215,12 +255,37 @@ def _box_plot(rows: list[dict[str, Any]], labels: Sequence[int], path: Path) -> 
     return path
 
 
+def _label_warnings(found: dict[int, dict[str, list[str]]], scored: Sequence[int], chosen: bool) -> list[str]:
+    """Lines for labels present in the files but not scored (``chosen``) or seen only in predictions."""
+    out = []
+    for value, where in sorted(found.items()):
+        if value == 0:
+            continue
+        for side in ("prediction", "ground truth"):
+            files = where.get(side, [])
+            if not files:
+                continue
+            shown = ", ".join(files[:3]) + (f" (+{len(files) - 3} more)" if len(files) > 3 else "")
+            if chosen and value not in scored:
+                out.append(
+                    f"label {value} in the {side} of {len(files)} case(s) ({shown}) is not among the "
+                    f"scored labels {list(scored)}: not scored"
+                )
+            elif not chosen and side == "prediction" and not where.get("ground truth"):
+                out.append(
+                    f"label {value} appears in {len(files)} prediction(s) ({shown}) but in no ground truth: "
+                    "scored as a class (Dice 0 where predicted); pass --labels to choose the classes"
+                )
+    return out
+
+
 def evaluate_folders(
     pred_dir: str | Path,
     gt_dir: str | Path,
     labels: Sequence[int] | None = None,
     output: str | Path | None = None,
     plot: bool = True,
+    threshold: float | None = None,
 ) -> EvaluationResult:
     """Score every ground-truth file of ``gt_dir`` against the same-named file in ``pred_dir``.
 
@@ -232,10 +297,18 @@ def evaluate_folders(
             ``<stem>_summary.csv`` and the box plot to ``<stem>_boxplot.png`` beside it; ``""``: no
             files.
         plot: write the box plot PNG.
+        threshold: binarise masks holding non-integer values (probability maps) at this value
+            (``>= threshold`` is label 1); without it such a mask is an error. Integer-valued masks are
+            read as they are.
+
+    A label absent from both sides of a case has Dice/IoU NaN and is left out of the means (nnU-Net's
+    and MONAI's ``ignore_empty`` convention); labels found in the files but not scored are listed in
+    ``warnings``.
 
     Raises:
         FileNotFoundError: a folder is missing, empty, or predictions are missing for some cases.
-        ValueError: a prediction's shape or affine differs from its ground truth (naming both files).
+        ValueError: a prediction's shape or affine differs from its ground truth (naming both files); a
+            mask with non-integer values (without ``threshold``) or negative values (naming the file).
     """
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     gt_files = _mask_files(gt_dir)
@@ -245,22 +318,26 @@ def evaluate_folders(
         raise FileNotFoundError(f"{pred_dir}: folder not found")
     if missing:
         raise FileNotFoundError(f"{pred_dir}: no prediction for {len(missing)} case(s): {missing[:5]}")
-    if labels is None:  # a first pass finds the labels (and refuses bad geometry before any output)
-        seen: set[int] = set()
-        for pp, gp in pairs:
-            pred, pa = load_mask(pp)
-            gt, ga = load_mask(gp)
-            _check_geometry(pred, pa, gt, ga, pp, gp)
-            seen |= {int(v) for v in np.unique(gt)} | {int(v) for v in np.unique(pred)}
-        labels = sorted(k for k in seen if k > 0)
+    # a first pass finds the labels and refuses bad files before any output
+    found: dict[int, dict[str, list[str]]] = {}
+    for pp, gp in pairs:
+        pred, pa = load_mask(pp, threshold)
+        gt, ga = load_mask(gp, threshold)
+        _check_geometry(pred, pa, gt, ga, pp, gp)
+        for side, array in (("prediction", pred), ("ground truth", gt)):
+            for v in np.unique(array):
+                found.setdefault(int(v), {}).setdefault(side, []).append(case_id_of(gp))
+    chosen = labels is not None
+    if labels is None:
+        labels = sorted(k for k in found if k > 0)
         if not labels:
             raise ValueError(f"{gt_dir}: no foreground label in ground truth or predictions; pass --labels")
     use = sorted(int(k) for k in labels)
+    notes = _label_warnings(found, use, chosen)
     rows: list[dict[str, Any]] = []
     for pp, gp in pairs:
-        pred, pa = load_mask(pp)
-        gt, ga = load_mask(gp)
-        _check_geometry(pred, pa, gt, ga, pp, gp)
+        pred, _ = load_mask(pp, threshold)
+        gt, ga = load_mask(gp, threshold)
         for r in evaluate_case(pred, gt, use, ga):
             rows.append({"case": case_id_of(gp), **r})
     summary = _summarise(rows)
@@ -275,4 +352,4 @@ def evaluate_folders(
         )
         if plot:
             plot_path = _box_plot(rows, use, csv_path.with_name(f"{stem}_boxplot.png"))
-    return EvaluationResult(rows, summary, csv_path, summary_path, plot_path)
+    return EvaluationResult(rows, summary, csv_path, summary_path, plot_path, notes)

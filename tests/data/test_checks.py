@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import yaml
@@ -230,3 +231,69 @@ def test_check_data_names_a_missing_layout_in_one_line(tmp_path, capsys):
 def test_check_data_missing_path(tmp_path, capsys):
     assert main_check_data([str(tmp_path / "absent")]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def _copy_with_bad_voxel_and_label(lesion_dataset, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(lesion_dataset, root)
+    image = nib.load(root / "imagesTr" / "case_001.nii.gz")
+    data = np.asarray(image.dataobj, dtype=np.float32).copy()
+    data[3, 4, 5] = np.nan
+    nib.save(nib.Nifti1Image(data, image.affine), root / "imagesTr" / "case_001.nii.gz")
+    label = nib.load(root / "labelsTr" / "case_003.nii.gz")
+    values = np.asarray(label.dataobj, dtype=np.float32).copy()
+    values[values > 0] = 0.5
+    nib.save(nib.Nifti1Image(values, label.affine), root / "labelsTr" / "case_003.nii.gz")
+    return root
+
+
+def test_quick_check_finds_nan_voxels_and_non_integer_labels_before_training(lesion_dataset, tmp_path):
+    # check: quick (the default) used to read headers only: fit trained to the end with val/loss=nan
+    root = _copy_with_bad_voxel_and_label(lesion_dataset, tmp_path)
+    dm = SegmentationDataModule(str(root), num_workers=0)
+    with pytest.raises(DataValidationError) as info:
+        dm.setup("fit")
+    assert info.value.problems == [
+        f"{root / 'imagesTr' / 'case_001.nii.gz'}: 1 NaN/Inf voxels in the image (fix or remove the case; "
+        "training on it gives a NaN loss)",
+        f"{root / 'labelsTr' / 'case_003.nii.gz'}: label values must be integers, found [0.5] "
+        "(set label_threshold?)",
+    ]
+
+
+def test_quick_check_remembers_clean_files_and_rechecks_changed_ones(lesion_dataset, tmp_path, monkeypatch):
+    from medfocal.data import checks
+
+    monkeypatch.setenv("MEDFOCAL_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "copy"
+    shutil.copytree(lesion_dataset, root)
+    reads: list[str] = []
+    original = checks.label_counts
+
+    def counting(path, spec, minlength=0):
+        reads.append(Path(path).name)
+        return original(path, spec, minlength)
+
+    monkeypatch.setattr(checks, "label_counts", counting)
+    SegmentationDataModule(str(root), num_workers=0).setup("fit")
+    assert len(reads) == 6  # every training label read once
+    assert (tmp_path / "cache" / "data_checks.json").is_file()
+    reads.clear()
+    second = SegmentationDataModule(str(root), num_workers=0)
+    second.setup("fit")
+    expected = sum(
+        np.bincount(np.asarray(nib.load(r["label"]).dataobj).reshape(-1), minlength=2)
+        for r in second.splits["train"]
+    )
+    assert second.class_counts().tolist() == expected.tolist()  # alpha: auto counts from the same memory
+    assert reads == []  # the second run reads headers only
+    # a file changed since is read again, and its problem is found
+    label = nib.load(root / "labelsTr" / "case_002.nii.gz")
+    values = np.asarray(label.dataobj).astype(np.int16)
+    values[0, 0, 0] = 7
+    nib.save(nib.Nifti1Image(values, label.affine), root / "labelsTr" / "case_002.nii.gz")
+    with pytest.raises(
+        DataValidationError, match=r"case_002\.nii\.gz: label values \[7\] outside the declared"
+    ):
+        SegmentationDataModule(str(root), num_workers=0).setup("fit")
+    assert reads == ["case_002.nii.gz"]

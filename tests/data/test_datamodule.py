@@ -183,11 +183,31 @@ def test_bad_datamodule_arguments(lesion_dataset):
         SegmentationDataModule("/no/such/folder")
 
 
-def test_test_dataloader_uses_test_split(lesion_dataset):
+def test_predict_uses_the_test_split_and_test_refuses_it_without_labels(lesion_dataset, tmp_path):
+    import json
+    import shutil
+
+    from medfocal.data.errors import DataSplitError
+
     dm = _seg(lesion_dataset)
-    dm.setup("test")
-    batches = list(dm.test_dataloader())
+    dm.setup("predict")
+    batches = list(dm.predict_dataloader())
     assert len(batches) == 2 and "label" not in batches[0]
+    # the test split has no labels: `test` cannot score it (it crashed with KeyError 'label')
+    with pytest.raises(DataSplitError, match=r"the test split's 2 case\(s\) have no labels.*medfocal infer"):
+        _seg(lesion_dataset).setup("test")
+    # with one labelled test case, only that case is scored
+    root = tmp_path / "copy"
+    shutil.copytree(lesion_dataset, root)
+    meta = json.loads((root / "dataset.json").read_text())
+    first = meta["test"][0]
+    meta["test"][0] = {"image": first, "label": first.replace("imagesTs", "labelsTs")}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    dm = _seg(root)
+    with pytest.warns(UserWarning, match=r"scoring the 1 labelled test case\(s\); 1 test case\(s\) have no"):
+        dm.setup("test")
+    batches = list(dm.test_dataloader())
+    assert len(batches) == 1 and batches[0]["label"].shape == batches[0]["image"].shape
 
 
 def test_lightning_cli_builds_datamodule_from_yaml(lesion_dataset):

@@ -37,8 +37,12 @@ def test_numbers_against_hand_computation():
     assert one["volume_pred_ml"] == pytest.approx(6 * 6 / 1000)
     assert one["volume_diff_ml"] == pytest.approx((6 - 4) * 6 / 1000)
     assert two["dice"] == 0.0 and math.isnan(two["hd95_mm"]) and math.isnan(two["asd_mm"])
+    # absent from both sides: undefined (NaN), as nnU-Net and MONAI DiceMetric(ignore_empty=True)
     empty = evaluate_case(np.zeros_like(gt), np.zeros_like(gt), [1])[0]
-    assert empty["dice"] == 1.0 and math.isnan(empty["hd95_mm"])
+    assert math.isnan(empty["dice"]) and math.isnan(empty["iou"]) and math.isnan(empty["hd95_mm"])
+    # predicted where the ground truth is empty: 0, not NaN
+    false_positive = evaluate_case(pred, np.zeros_like(gt), [1])[0]
+    assert false_positive["dice"] == 0.0 and false_positive["iou"] == 0.0
 
 
 def test_anisotropic_spacing_from_affine():
@@ -102,3 +106,81 @@ def test_geometry_mismatch_refused(tmp_path, capsys):
     (pred_dir / "a.nii.gz").unlink()
     with pytest.raises(FileNotFoundError, match="no prediction for 1 case"):
         evaluate_folders(pred_dir, gt_dir)
+
+
+def _folders(tmp_path, pred, gt, pred_dtype=np.uint8, gt_dtype=np.uint8):
+    pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
+    pred_dir.mkdir(exist_ok=True)
+    gt_dir.mkdir(exist_ok=True)
+    nib.save(nib.Nifti1Image(np.asarray(pred, dtype=pred_dtype), AFFINE), pred_dir / "a.nii.gz")
+    nib.save(nib.Nifti1Image(np.asarray(gt, dtype=gt_dtype), AFFINE), gt_dir / "a.nii.gz")
+    return pred_dir, gt_dir
+
+
+def test_a_label_absent_from_both_sides_is_left_out_of_the_mean(tmp_path):
+    # case a: label 1 perfect, label 2 absent from both -> the mean row is Dice 1 over one label, and
+    # label 2's summary counts no case (it used to count Dice 1 for label 2)
+    gt = _pair()[1]
+    gt[gt == 2] = 0
+    pred_dir, gt_dir = _folders(tmp_path, gt, gt)
+    res = evaluate_folders(pred_dir, gt_dir, labels=[1, 2], output="")
+    by = {(r["label"], r["metric"]): r for r in res.summary}
+    assert by[(2, "dice")]["n"] == 0 and by[(2, "dice")]["n_nan"] == 1
+    assert by[("mean", "dice")]["mean"] == 1.0
+    # a mean row where label 2 is predicted but absent from the ground truth: 0 counts (a false positive)
+    pred2 = gt.copy()
+    pred2[0, 0, 0] = 2
+    pred_dir, gt_dir = _folders(tmp_path, pred2, gt)
+    res = evaluate_folders(pred_dir, gt_dir, labels=[1, 2], output="")
+    by = {(r["label"], r["metric"]): r for r in res.summary}
+    assert by[("mean", "dice")]["mean"] == pytest.approx(0.5)
+
+
+def test_float_ground_truth_with_fractions_is_an_error_naming_the_file(tmp_path, capsys):
+    gt = _pair()[1]
+    lesion = gt > 0
+    # lesion stored as 0.5: rint made it 0 and Dice 0 was reported silently
+    pred_dir, gt_dir = _folders(tmp_path, lesion, lesion * 0.5, gt_dtype=np.float32)
+    with pytest.raises(
+        ValueError,
+        match=r"gt/a\.nii\.gz: mask values must be integer labels, found "
+        r"non-integer values \(0\.5, stored as float32\); give --threshold",
+    ):
+        evaluate_folders(pred_dir, gt_dir, output="")
+    assert main_evaluate(["-p", str(pred_dir), "-g", str(gt_dir), "-o", ""]) == 2
+    assert "gt/a.nii.gz: mask values must be integer labels" in capsys.readouterr().err
+    # with --threshold, a probability map is binarised on purpose: >= 0.5 is the lesion
+    res = evaluate_folders(pred_dir, gt_dir, output="", threshold=0.5)
+    assert res.rows[0]["dice"] == pytest.approx(1.0)
+    # integer values stored as floats are read as they are
+    pred_dir, gt_dir = _folders(tmp_path, lesion, lesion * 2.0, gt_dtype=np.float64)
+    res = evaluate_folders(pred_dir, gt_dir, labels=[1, 2], output="")
+    assert [r["dice"] for r in res.rows] == [0.0, 0.0]  # gt label 2.0 read as 2, predicted as 1
+
+
+def test_negative_labels_are_an_error_and_unscored_labels_are_reported(tmp_path, capsys):
+    pred, gt = _pair()
+    bad_gt = gt.astype(np.int16)
+    bad_gt[0, 0, 0] = -1
+    pred_dir, gt_dir = _folders(tmp_path, pred, bad_gt, gt_dtype=np.int16)
+    with pytest.raises(ValueError, match=r"gt/a\.nii\.gz: negative label values \[-1\]"):
+        evaluate_folders(pred_dir, gt_dir, labels=[1], output="")
+    # 7 in the prediction, outside the scored labels: reported, not scored
+    pred7 = pred.copy()
+    pred7[5, 5, 0] = 7
+    pred_dir, gt_dir = _folders(tmp_path, pred7, gt)
+    res = evaluate_folders(pred_dir, gt_dir, labels=[1, 2], output="")
+    assert [r["label"] for r in res.rows] == [1, 2]
+    assert res.warnings == [
+        "label 7 in the prediction of 1 case(s) (a) is not among the scored labels [1, 2]: not scored"
+    ]
+    # without --labels, a label found only in predictions is scored but reported
+    res = evaluate_folders(pred_dir, gt_dir, output="")
+    assert [r["label"] for r in res.rows] == [1, 2, 7] and res.rows[2]["dice"] == 0.0
+    assert res.warnings and res.warnings[0].startswith(
+        "label 7 appears in 1 prediction(s) (a) but in no ground"
+    )
+    assert main_evaluate(["-p", str(pred_dir), "-g", str(gt_dir), "--labels", "1", "-o", ""]) == 0
+    err = capsys.readouterr().err
+    assert "warning: label 2 in the ground truth of 1 case(s) (a) is not among the scored labels [1]" in err
+    assert "warning: label 7 in the prediction" in err
