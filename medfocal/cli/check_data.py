@@ -240,34 +240,6 @@ def _path_data(path: str) -> dict[str, Any]:
     }
 
 
-def _yaml_sections(configs: Sequence[str]) -> list[dict[str, Any]]:
-    import yaml
-
-    out = []
-    for config in configs:
-        try:
-            loaded = yaml.safe_load(Path(config).read_text())
-        except (OSError, yaml.YAMLError) as err:
-            raise ValueError(f"{config}: cannot read the config ({err})") from None
-        out.append(loaded if isinstance(loaded, dict) else {})
-    return out
-
-
-def _has_model(configs: Sequence[str]) -> bool:
-    """Whether any config has a ``model:`` section (a ``medfocal fit`` config, parsed as fit parses it)."""
-    return any("model" in section for section in _yaml_sections(configs))
-
-
-def _data_section(configs: Sequence[str]) -> dict[str, Any]:
-    """The ``data:`` section of data-only configs (later files win, key by key at the top level)."""
-    data: dict[str, Any] = {}
-    for section in _yaml_sections(configs):
-        data.update(section.get("data") or {})
-    if not data:
-        raise ValueError(f"{', '.join(configs)}: no data: section to check")
-    return data
-
-
 def _join_data_options(argv: list[str]) -> list[str]:
     """``--data.x 3`` as ``--data.x=3``, so that argparse leaves the value with its option (not PATH)."""
     out: list[str] = []
@@ -292,10 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         p.error(f"unrecognized arguments: {' '.join(unknown)} (datamodule options start with --data.)")
     try:
-        if args.config and not _has_model(args.config):
-            # a data-only YAML (no model: section) is not a `fit` config: read its data: part alone
-            datamodule = datamodule_from_config(_data_section(args.config), overrides)
-        elif args.config:
+        if args.config:
             datamodule = datamodule_from_preset(args.config, overrides)
         elif args.dataset_json or args.path:
             datamodule = datamodule_from_config(_path_data(args.dataset_json or args.path), overrides)
