@@ -15,7 +15,7 @@ from medfocal.cli._options import add_signature_options, new_parser
 
 __all__ = ["HELP", "main", "parser"]
 
-HELP = "Dice/IoU/HD95 of predictions vs ground truth."
+HELP = "Dice/IoU/NSD/HD95 and lesion-wise detection by size, predictions vs ground truth."
 
 
 def parser() -> argparse.ArgumentParser:

@@ -34,10 +34,28 @@ import torch
 
 from medfocal.inference.report import voxel_volume_ml, write_csv
 from medfocal.io import NIFTI_SUFFIXES, PHOTO_SUFFIXES, atomic_path, case_id_of, spacing_of
+from medfocal.metrics.lesion import (
+    DEFAULT_BINS,
+    LesionCounts,
+    lesion_counts,
+    normalised_surface_dice,
+    summarise_lesions,
+)
 
 __all__ = ["METRICS", "EvaluationResult", "evaluate_case", "evaluate_folders", "load_mask"]
 
-METRICS = ("dice", "iou", "hd95_mm", "asd_mm", "volume_pred_ml", "volume_gt_ml", "volume_diff_ml")
+METRICS = (
+    "dice",
+    "iou",
+    "nsd",
+    "hd95_mm",
+    "asd_mm",
+    "volume_pred_ml",
+    "volume_gt_ml",
+    "volume_diff_ml",
+)
+#: per-case lesion counts written beside the metrics (pooled over cases in the lesion table, not averaged)
+LESION_COUNTS = ("lesions_gt", "lesions_detected", "lesions_pred", "lesions_fp")
 _AFFINE_ATOL = 1e-3
 
 
@@ -51,6 +69,10 @@ class EvaluationResult:
     summary_path: Path | None
     plot_path: Path | None
     warnings: list[str] = field(default_factory=list)
+    #: lesion-wise detection per label and size bin (``label``, ``size``, ``lesions``, ``detected``,
+    #: ``predicted``, ``sensitivity``, ``precision``, ``f1``, ``fp_per_case``)
+    lesions: list[dict[str, Any]] = field(default_factory=list)
+    lesions_path: Path | None = None
 
     @property
     def summary_text(self) -> str:
@@ -62,6 +84,15 @@ class EvaluationResult:
                 f"{label!s:<12}{d['n']:>4}  {d['mean']:.3f}±{d['std']:.3f} ({d['median']:.3f})      "
                 f"{h['mean']:.2f} ({h['median']:.2f})"
             )
+        if self.lesions:
+            lines.append(
+                f"{'lesion-wise':<12}{'size':>8}{'lesions':>9}{'sens':>7}{'prec':>7}{'F1':>7}{'FP/case':>9}"
+            )
+            for r in self.lesions:
+                lines.append(
+                    f"{r['label']!s:<12}{r['size']:>8}{int(r['lesions']):>9}{r['sensitivity']:>7.3f}"
+                    f"{r['precision']:>7.3f}{r['f1']:>7.3f}{r['fp_per_case']:>9.2f}"
+                )
         return "\n".join(lines)
 
 
@@ -129,12 +160,26 @@ def _check_geometry(
 
 
 def evaluate_case(
-    pred: np.ndarray, gt: np.ndarray, labels: Sequence[int], affine: np.ndarray | None = None
+    pred: np.ndarray,
+    gt: np.ndarray,
+    labels: Sequence[int],
+    affine: np.ndarray | None = None,
+    nsd_tolerance_mm: float = 1.0,
+    size_bins: Sequence[float] = DEFAULT_BINS,
+    lesions: dict[int, LesionCounts] | None = None,
 ) -> list[dict[str, Any]]:
     """Metrics of one case for each label; ``affine`` gives spacing (mm) and voxel volume (ml).
 
+    Args:
+        pred, gt: label maps of the same shape.
+        labels: label values to score.
+        affine: voxel-to-world affine (spacing in mm, voxel volume in ml); identity when None.
+        nsd_tolerance_mm: tolerance of the normalised surface Dice (MONAI ``compute_surface_dice``).
+        size_bins: lesion size bin edges (mm³ in 3D, mm² in 2D) of the lesion-wise counts.
+        lesions: filled with each label's :class:`~medfocal.metrics.lesion.LesionCounts` when given.
+
     Returns:
-        one dict per label with keys ``label`` and :data:`METRICS`.
+        one dict per label with keys ``label``, :data:`METRICS` and :data:`LESION_COUNTS`.
     """
     from monai.metrics import (
         compute_average_surface_distance,
@@ -167,20 +212,40 @@ def evaluate_case(
                 ).item()
         else:
             hd95 = asd = math.nan
+        nsd = math.nan  # absent from both: NaN, as Dice
+        if p_any or g_any:
+            nsd = normalised_surface_dice(p[0, 0], g[0, 0], nsd_tolerance_mm, spacing=spacing)
+        counts = lesion_counts(p[0, 0].numpy(), g[0, 0].numpy(), spacing=spacing, size_bins=size_bins)
+        if lesions is not None:
+            lesions[int(label)] = counts
         vp, vg = float(p.sum()) * voxel_ml, float(g.sum()) * voxel_ml
         rows.append(
             {
                 "label": int(label),
                 "dice": dice,
                 "iou": iou,
+                "nsd": nsd,
                 "hd95_mm": hd95,
                 "asd_mm": asd,
                 "volume_pred_ml": vp,
                 "volume_gt_ml": vg,
                 "volume_diff_ml": vp - vg,
+                "lesions_gt": sum(counts.gt_total.values()),
+                "lesions_detected": sum(counts.gt_detected.values()),
+                "lesions_pred": sum(counts.pred_total.values()),
+                "lesions_fp": counts.false_positives(),
             }
         )
     return rows
+
+
+def _lesion_table(per_label: dict[int, list[LesionCounts]]) -> list[dict[str, Any]]:
+    """Pooled lesion-wise scores per label and size bin (``summarise_lesions``), one row each."""
+    out = []
+    for label, cases in per_label.items():
+        for size, scores in summarise_lesions(cases).items():
+            out.append({"label": label, "size": size, **scores})
+    return out
 
 
 def _mask_files(folder: Path) -> list[Path]:
@@ -286,6 +351,8 @@ def evaluate_folders(
     output: str | Path | None = None,
     plot: bool = True,
     threshold: float | None = None,
+    nsd_tolerance_mm: float = 1.0,
+    size_bins: Sequence[float] = DEFAULT_BINS,
 ) -> EvaluationResult:
     """Score every ground-truth file of ``gt_dir`` against the same-named file in ``pred_dir``.
 
@@ -300,6 +367,14 @@ def evaluate_folders(
         threshold: binarise masks holding non-integer values (probability maps) at this value
             (``>= threshold`` is label 1); without it such a mask is an error. Integer-valued masks are
             read as they are.
+        nsd_tolerance_mm: tolerance (mm) of the normalised surface Dice.
+        size_bins: lesion size bin edges (mm³ in 3D, mm² in 2D) of the lesion-wise table: a lesion is
+            a connected component; a ground-truth lesion is detected when a predicted component overlaps
+            it; a predicted component overlapping none is a false-positive lesion
+            (:mod:`medfocal.metrics.lesion`).
+
+    The lesion-wise table (per label and size bin: lesions, detected, sensitivity, precision, F1,
+    false-positive lesions per case) goes to ``<stem>_lesions.csv``.
 
     A label absent from both sides of a case has Dice/IoU NaN and is left out of the means (nnU-Net's
     and MONAI's ``ignore_empty`` convention); labels found in the files but not scored are listed in
@@ -335,12 +410,18 @@ def evaluate_folders(
     use = sorted(int(k) for k in labels)
     notes = _label_warnings(found, use, chosen)
     rows: list[dict[str, Any]] = []
+    per_label: dict[int, list[LesionCounts]] = {label: [] for label in use}
     for pp, gp in pairs:
         pred, _ = load_mask(pp, threshold)
         gt, ga = load_mask(gp, threshold)
-        for r in evaluate_case(pred, gt, use, ga):
+        counts: dict[int, LesionCounts] = {}
+        for r in evaluate_case(pred, gt, use, ga, nsd_tolerance_mm, size_bins, lesions=counts):
             rows.append({"case": case_id_of(gp), **r})
+        for label, c in counts.items():
+            per_label[label].append(c)
     summary = _summarise(rows)
+    lesion_rows = _lesion_table(per_label)
+    lesions_path = None
     csv_path = summary_path = plot_path = None
     if output != "":
         csv_path = Path(output) if output is not None else pred_dir / "evaluation.csv"
@@ -350,6 +431,11 @@ def evaluate_folders(
         summary_path = write_csv(
             summary, csv_path.with_name(f"{stem}_summary.csv"), first=("label", "metric")
         )
+        lesions_path = write_csv(
+            lesion_rows, csv_path.with_name(f"{stem}_lesions.csv"), first=("label", "size")
+        )
         if plot:
             plot_path = _box_plot(rows, use, csv_path.with_name(f"{stem}_boxplot.png"))
-    return EvaluationResult(rows, summary, csv_path, summary_path, plot_path, notes)
+    return EvaluationResult(
+        rows, summary, csv_path, summary_path, plot_path, notes, lesion_rows, lesions_path
+    )
