@@ -16,12 +16,6 @@ class _CE(torch.nn.Module):
         return torch.nn.functional.cross_entropy(logits, target[:, 0].long())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in medfocal/data/datamodule.py + tasks: Decathlon's test split lists images only, and "
-    "trainer.test crashes with KeyError: 'label' instead of scoring the labelled cases or saying that the "
-    "test split has no labels (use `medfocal infer` + `medfocal evaluate`)",
-)
 def test_test_on_an_unlabelled_split_says_so(lesion_dataset, tmp_path):
     dm = SegmentationDataModule(
         str(lesion_dataset),
