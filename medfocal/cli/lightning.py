@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -59,6 +60,46 @@ class LastStepCheckpoint(ModelCheckpoint):
         """ModelCheckpoint's key: checkpoints from before (and after) this class resume alike."""
         key = super().state_key
         return "ModelCheckpoint" + key[len(type(self).__qualname__) :]
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Also keep the best score when a resumed run writes into a new version folder.
+
+        ``fit --ckpt_path runs/.../version_0/checkpoints/last.ckpt`` logs into ``version_1``; Lightning then
+        reloads only ``best_model_path``, so the first epoch after the resume would become "best". The
+        earlier best (its file still on disk, in the old folder, which Lightning never deletes from)
+        stays the one to beat.
+        """
+        previous = state_dict.get("dirpath", self.dirpath)
+        if previous == self.dirpath:
+            super().load_state_dict(state_dict)
+            return
+        best_path = state_dict.get("best_model_path") or ""
+        self.best_model_path = best_path
+        if best_path and Path(best_path).is_file():
+            self.best_model_score = state_dict.get("best_model_score")
+            self.best_k_models = {
+                k: v for k, v in (state_dict.get("best_k_models") or {}).items() if Path(k).is_file()
+            }
+            self.kth_best_model_path = state_dict.get("kth_best_model_path", self.kth_best_model_path)
+            self.kth_value = state_dict.get("kth_value", self.kth_value)
+
+    def _refresh_last(self, trainer: Trainer) -> None:
+        """Write ``last.ckpt`` when this save point wrote no top-k file (Lightning then skips it): a run
+        killed later resumes from its last epoch, not from its last improvement."""
+        if self.save_last and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if not self._should_skip_saving_checkpoint(trainer) and self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_skip_saving_checkpoint(trainer) and not self._should_save_on_train_epoch_end(
+            trainer
+        ):
+            self._refresh_last(trainer)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_train_end(trainer, pl_module)

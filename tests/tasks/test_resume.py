@@ -79,12 +79,6 @@ def crash_and_resume(tmp_path_factory) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in medfocal/tasks/lightning_cli.py: checkpoint.save_last=True with save_top_k=1 on a monitor "
-    "refreshes last.ckpt only when a best checkpoint is written (Lightning >= 2.2 semantics), so after a "
-    "crash last.ckpt is the last *improvement*, and every epoch since is lost",
-)
 def test_last_ckpt_holds_the_last_finished_epoch_after_a_crash(crash_and_resume):
     assert crash_and_resume["last_epoch"] == 2  # epochs 0-2 finished, 3 killed after its second batch
 
@@ -101,13 +95,6 @@ def test_resume_continues_after_the_checkpoint_and_keeps_the_best_checkpoint(cra
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (medfocal/tasks/lightning_cli.py / MedfocalCLI): `fit --ckpt_path` logs to a new "
-    "runs/medfocal/version_N, so ModelCheckpoint's dirpath differs from the checkpoint's and Lightning "
-    "restores only best_model_path, not best_model_score: the first epoch after the resume becomes 'best' "
-    "(final best 0.8 at epoch 4 instead of 0.9 at epoch 0)",
-)
 def test_resume_keeps_the_best_checkpoint_of_before_the_crash(crash_and_resume):
     rows = crash_and_resume["rows"]
 
