@@ -176,7 +176,9 @@ def test_a_preset_that_does_not_exist_lists_the_presets_and_the_closest(tmp_path
     assert (
         "--config stroke_isle: no such file and no preset of that name. Did you mean 'stroke_isles'?" in err
     )
-    assert "Presets: blood_cells, demo," in err
+    from medfocal.presets import list_presets
+
+    assert f"Presets: {', '.join(list_presets())} (or give the path of a YAML file)" in err
     assert main(["check-data", "--config", "dmeo"]) == 2
     assert "Did you mean 'demo'?" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
