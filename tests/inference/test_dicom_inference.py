@@ -131,8 +131,8 @@ def test_without_the_dicom_extra_one_line_and_the_nifti(
     assert _infer("-c", str(oracle_ckpt), "-i", str(series_root / "pat_a"), "-o", str(tmp_path / "o")) == 0
     assert sorted(p.name for p in (tmp_path / "o").glob("pat_a*")) == ["pat_a.nii.gz"]
     err = capsys.readouterr().err
-    want = 'medfocal infer: warning: no DICOM SEG: writing DICOM SEG needs highdicom: pip install "medfocal[dicom]"'
-    assert err.strip() == want
+    need = 'writing DICOM SEG needs highdicom: pip install "medfocal[dicom]"'
+    assert err.strip() == f"medfocal infer: warning: no DICOM SEG: {need}"
     (row,) = read_rows(tmp_path / "o" / "report.csv")
     assert row["status"] == "ok" and row["warnings"].startswith(
         "no DICOM SEG: writing DICOM SEG needs highdicom"
