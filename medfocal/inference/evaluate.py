@@ -43,6 +43,8 @@ class EvaluationResult:
     csv_path: Path | None
     summary_path: Path | None
     plot_path: Path | None
+    #: the review page (``evaluate_folders(html=True)``)
+    html_path: Path | None = None
 
     @property
     def summary_text(self) -> str:
@@ -221,6 +223,8 @@ def evaluate_folders(
     labels: Sequence[int] | None = None,
     output: str | Path | None = None,
     plot: bool = True,
+    html: bool = False,
+    images: str | Path | None = None,
 ) -> EvaluationResult:
     """Score every ground-truth file of ``gt_dir`` against the same-named file in ``pred_dir``.
 
@@ -232,6 +236,11 @@ def evaluate_folders(
             ``<stem>_summary.csv`` and the box plot to ``<stem>_boxplot.png`` beside it; ``""``: no
             files.
         plot: write the box plot PNG.
+        html: also write ``<stem>.html`` beside the CSV (``pred_dir/evaluation.html`` by default), a
+            self-contained review page: the rows worst Dice first, three-plane overlays of each case with
+            its prediction (red) and ground truth (green), lesion counts and volumes, box plots.
+        images: the input images for the page's overlays (a folder, file or CSV list as
+            ``medfocal infer`` takes, case ids = mask names); default: the ground truth as background.
 
     Raises:
         FileNotFoundError: a folder is missing, empty, or predictions are missing for some cases.
@@ -275,4 +284,15 @@ def evaluate_folders(
         )
         if plot:
             plot_path = _box_plot(rows, use, csv_path.with_name(f"{stem}_boxplot.png"))
-    return EvaluationResult(rows, summary, csv_path, summary_path, plot_path)
+    html_path = _review_page(rows, pairs, csv_path or pred_dir / "evaluation.csv", images) if html else None
+    return EvaluationResult(rows, summary, csv_path, summary_path, plot_path, html_path=html_path)
+
+
+def _review_page(
+    rows: list[dict[str, Any]], pairs: list[tuple[Path, Path]], csv_path: Path, images: str | Path | None
+) -> Path:
+    """``<stem>.html`` beside the CSV: :func:`medfocal.inference.html_report.write_html_report`."""
+    from medfocal.inference.html_report import evaluation_cases, write_html_report
+
+    cases = evaluation_cases(pairs, images)
+    return write_html_report(rows, csv_path.with_suffix(".html"), cases, title="medfocal evaluation")

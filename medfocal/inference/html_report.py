@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CaseImages", "load_ras", "read_rows", "write_html_report"]
+__all__ = ["CaseImages", "evaluation_cases", "load_ras", "read_rows", "write_html_report"]
 
 # columns drawn as box plots when present (infer: <class>_volume_ml etc. are matched by suffix)
 _PLOT_COLUMNS = ("dice", "iou", "hd95_mm", "asd_mm", "volume_diff_ml")
@@ -42,6 +42,30 @@ class CaseImages:
     image: str | Path
     prediction: str | Path | None = None
     label: str | Path | None = None
+
+
+def evaluation_cases(
+    pairs: Sequence[tuple[str | Path, str | Path]], images: str | Path | None = None
+) -> list[CaseImages]:
+    """Thumbnails of ``medfocal evaluate``: per ``(prediction, ground truth)`` pair, the case's image
+    from ``images`` (a folder, file or CSV list that ``medfocal infer`` takes; its case ids are the mask
+    names), else the ground truth itself as the background.
+
+    Raises:
+        FileNotFoundError / ValueError: ``images`` is given but holds no readable case list.
+    """
+    from medfocal.io import case_id_of
+
+    found: dict[str, Path] = {}
+    if images is not None:
+        from medfocal.inference.cases import discover_cases
+
+        found = {c.case_id: c.paths[0] for c in discover_cases(images)}
+    out = []
+    for pred, gt in pairs:
+        case = case_id_of(gt)
+        out.append(CaseImages(case, found.get(case, gt), pred, gt))
+    return out
 
 
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
