@@ -66,13 +66,10 @@ def test_paired_folders_of_mha_files(mha_pairs, capsys):
 
 
 def test_nrrd_label_in_another_geometry_is_named(nrrd_decathlon, lesion_dataset, tmp_path, capsys):
-    import shutil
-
     broken = tmp_path / "broken"
     shutil.copytree(nrrd_decathlon, broken)
-    _convert(
-        lesion_dataset / "labelsTr" / "case_001.nii.gz", broken / "labelsTr" / "case_001.nrrd", np.uint8, 5
-    )
+    label = lesion_dataset / "labelsTr" / "case_001.nii.gz"
+    _convert(label, broken / "labelsTr" / "case_001.nrrd", np.uint8, shift=5.0)
     assert main_check_data([str(broken)]) == 1
     out = capsys.readouterr().out
     assert "case_001.nrrd" in out and "affine" in out
