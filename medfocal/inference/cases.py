@@ -58,7 +58,10 @@ def _folder_cases(folder: Path) -> list[Case]:
         p for p in folder.iterdir() if p.is_file() and image_suffix(p) and not p.name.startswith(".")
     )
     if not files:
-        raise FileNotFoundError(f"{folder}: no images found ({', '.join(IMAGE_SUFFIXES)})")
+        raise FileNotFoundError(
+            f"{folder}: no images found ({', '.join(IMAGE_SUFFIXES)}; or DICOM series, here or one per "
+            "subfolder)"
+        )
     stems = [case_id_of(p) for p in files]
     matches = [_CHANNEL_RE.match(s) for s in stems]
     if all(matches):
