@@ -54,7 +54,6 @@ __all__ = [
     "checkpoint_identity",
     "load_case",
     "predict_folder",
-    "write_review_page",
 ]
 
 PROBABILITY_FORMATS = ("nifti", "npz")
@@ -462,7 +461,10 @@ def predict_folder(
     ordered = [rows[c.case_id] for c in cases if c.case_id in rows]
     html_path = None
     if html and not interrupted:
-        html_path = write_review_page(predictor, cases, ordered, output_dir, save_probabilities)
+        from medfocal.inference.html_report import inference_cases, write_html_report
+
+        images = inference_cases(head, cases, ordered, output_dir, save_probabilities)
+        html_path = write_html_report(ordered, output_dir / HTML_NAME, images, card.foreground_names)
     return InferenceResult(
         ordered,
         failures,
@@ -473,30 +475,4 @@ def predict_folder(
         run_info=dict(identity),
         total=len(cases),
         html_path=html_path,
-    )
-
-
-def write_review_page(
-    predictor: Predictor,
-    cases: Sequence[Case],
-    rows: Sequence[dict[str, Any]],
-    output_dir: Path,
-    save_probabilities: str | None = None,
-) -> Path:
-    """``output_dir/report.html`` (:func:`medfocal.inference.html_report.write_html_report`): the report
-    rows and, per case done, a three-plane overlay of its image and its predicted mask (the head's first
-    output when it is an image; none for classification)."""
-    from medfocal.inference.html_report import CaseImages, write_html_report
-    from medfocal.io import image_suffix
-
-    done = {r["case"] for r in rows if r.get("status") in ("ok", "skipped")}
-    images = []
-    for case in cases:
-        if case.case_id not in done:
-            continue
-        outputs = predictor.head.output_paths(case, output_dir, save_probabilities)
-        mask = outputs[0] if outputs and image_suffix(outputs[0]) and outputs[0].is_file() else None
-        images.append(CaseImages(case.case_id, case.paths[0], mask))
-    return write_html_report(
-        rows, output_dir / HTML_NAME, images, class_names=predictor.card.foreground_names
     )

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CaseImages", "evaluation_cases", "load_ras", "read_rows", "write_html_report"]
+__all__ = ["CaseImages", "evaluation_cases", "inference_cases", "load_ras", "read_rows", "write_html_report"]
 
 # columns drawn as box plots when present (infer: <class>_volume_ml etc. are matched by suffix)
 _PLOT_COLUMNS = ("dice", "iou", "hd95_mm", "asd_mm", "volume_diff_ml")
@@ -65,6 +65,37 @@ def evaluation_cases(
     for pred, gt in pairs:
         case = case_id_of(gt)
         out.append(CaseImages(case, found.get(case, gt), pred, gt))
+    return out
+
+
+def inference_cases(
+    head: Any,
+    cases: Sequence[Any],
+    rows: Sequence[Mapping[str, Any]],
+    output_dir: Path,
+    save_probabilities: str | None = None,
+) -> list[CaseImages]:
+    """Thumbnails of ``medfocal infer``: per case done (``ok``/``skipped`` row), its image (first channel
+    file or DICOM series folder) and its predicted mask, the prediction head's first output when that is
+    an image (none for classification).
+
+    Args:
+        head: the run's :class:`~medfocal.inference.heads.PredictionHead` (its ``output_paths``).
+        cases: the run's :class:`~medfocal.inference.cases.Case` list, in report order.
+        rows: the report rows.
+        output_dir: the run's output folder.
+        save_probabilities: as given to the run (the head's output list depends on it).
+    """
+    from medfocal.io import image_suffix
+
+    done = {r.get("case") for r in rows if r.get("status") in ("ok", "skipped")}
+    out = []
+    for case in cases:
+        if case.case_id not in done:
+            continue
+        outputs = head.output_paths(case, output_dir, save_probabilities)
+        mask = outputs[0] if outputs and image_suffix(outputs[0]) and outputs[0].is_file() else None
+        out.append(CaseImages(case.case_id, case.paths[0], mask))
     return out
 
 
