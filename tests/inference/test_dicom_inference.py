@@ -137,3 +137,15 @@ def test_without_the_dicom_extra_one_line_and_the_nifti(
     assert row["status"] == "ok" and row["warnings"].startswith(
         "no DICOM SEG: writing DICOM SEG needs highdicom"
     )
+
+
+def test_reference_geometry_of_a_series_and_its_header_shape(series_root):
+    from medfocal.inference.cases import Case, check_case
+    from medfocal.inference.writer import reference_geometry
+
+    shape, affine, header = reference_geometry(series_root / "pat_a")  # no affine given: the series is read
+    assert shape == SHAPE and header is None
+    np.testing.assert_allclose(affine, ras_affine(decimals=8), atol=1e-5)
+    check_case(Case("pat_a", [series_root / "pat_a"]), in_channels=1, spatial_dims=3)
+    with pytest.raises(ValueError, match=r"pat_a: expected 2 channel\(s\), got 1"):
+        check_case(Case("pat_a", [series_root / "pat_a"]), in_channels=2, spatial_dims=3)

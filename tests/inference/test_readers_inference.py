@@ -53,7 +53,8 @@ def formats(lesion_cases, tmp_path_factory) -> Path:
 def run(formats, oracle_ckpt, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("formats_out") / "pred"
     argv = ["infer", "-c", str(oracle_ckpt), "-i", str(formats), "-o", str(out)]
-    assert main([*argv, "--overlap", "0.25", "--num-workers", "0", "--no-progress"]) == 0
+    options = ["--overlap", "0.25", "--num-workers", "0", "--no-progress", "--save-probabilities", "nifti"]
+    assert main([*argv, *options]) == 0
     return out
 
 
@@ -65,6 +66,9 @@ def test_every_format_gives_the_nifti_mask(run):
         assert got.get_data_dtype() == np.uint8
         np.testing.assert_array_equal(np.asarray(got.dataobj), np.asarray(want.dataobj), err_msg=stem)
         np.testing.assert_allclose(got.affine, want.affine, atol=1e-4, err_msg=stem)
+        probs = nib.load(str(run / f"{stem}_probabilities.nii.gz"))
+        assert probs.shape == (*got.shape, 2)
+        np.testing.assert_allclose(probs.affine, want.affine, atol=1e-4, err_msg=stem)
     rows = {r["case"]: r for r in read_rows(run / "report.csv")}
     assert sorted(rows) == sorted(FORMATS) and {r["status"] for r in rows.values()} == {"ok"}
     volumes = {r["lesion_volume_ml"] for r in rows.values()}
