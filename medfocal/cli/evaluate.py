@@ -59,4 +59,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"per case: {result.csv_path}\nsummary: {result.summary_path}")
     if result.plot_path is not None:
         print(f"box plot: {result.plot_path}")
+    if result.html_path is not None:
+        print(f"review page: {result.html_path}")
     return 0

@@ -15,12 +15,16 @@ from medfocal.cli._options import add_signature_options, new_parser
 
 __all__ = ["HELP", "main", "parser"]
 
-HELP = "Batch inference over a folder of NIfTI/NRRD/MetaImage volumes or 2D images."
+HELP = "Batch inference over NIfTI/NRRD/MetaImage volumes, DICOM series folders or 2D images."
 
 _EPILOG = """\
 Multi-channel cases: either one 4D NIfTI (x, y, z, c) per case, or nnU-Net naming case_0000.nii.gz,
 case_0001.nii.gz, ... (channel = 4-digit suffix). A CSV list needs an 'image' column (channels separated
-by ';') and may have a 'case' column.
+by ';') and may have a 'case' column. DICOM: -i one series folder, or a folder whose subfolders hold one
+series each (one case each, named after the folder).
+
+Outputs per case: <case>.nii.gz in the input's geometry (.png for 2D images); NRRD/MetaImage input also
+<case>.nrrd / <case>.mha; a DICOM series also <case>_seg.dcm (DICOM SEG, needs medfocal[dicom]).
 
 exit status: 0 every case succeeded, 1 some cases failed (listed on stderr), 2 run-level error."""
 
@@ -68,6 +72,12 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _run_notes(rows: Sequence[dict]) -> list[str]:
+    """Warnings that concern the whole run, once each (an output skipped for a missing extra)."""
+    notes = (w.strip() for r in rows for w in str(r.get("warnings") or "").split(";"))
+    return sorted({w for w in notes if w.startswith("no DICOM SEG")})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``medfocal infer``: exit 0 if every case succeeded, 1 if some failed, 2 for a run-level error,
     130 when interrupted (the report is written; a second run resumes)."""
@@ -92,6 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     for case, message in result.failures:
         print(f"ERROR {case}: {message}", file=sys.stderr)
+    for note in _run_notes(result.rows):
+        print(f"medfocal infer: warning: {note}", file=sys.stderr)
     print(result.summary.splitlines()[0])
     print(f"report: {result.report_path}")
+    if result.html_path is not None:
+        print(f"review page: {result.html_path}")
     return result.exit_code  # 0 all done, 1 some cases failed, 130 interrupted (Ctrl-C; run again to resume)

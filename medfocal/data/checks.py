@@ -86,10 +86,19 @@ def _read_header(path: str, spatial_dims: int | None) -> _Header:
     return _load_header(path)
 
 
-def _load_header(path: str | list[str]) -> _Header:
+def _loader(reader: Any = None) -> Any:
+    """MONAI ``LoadImage`` (channel first) that also reads NRRD, MetaImage and DICOM series folders
+    (:class:`~medfocal.data.readers.SimpleITKReader`, registered as the training transforms do)."""
     from monai.transforms import LoadImage
 
-    img = LoadImage(image_only=True, ensure_channel_first=True)(path)
+    from medfocal.data.readers import resolve_reader, with_simpleitk
+
+    reader = resolve_reader(reader)
+    return with_simpleitk(LoadImage(reader=reader, image_only=True, ensure_channel_first=True), reader)
+
+
+def _load_header(path: str | list[str]) -> _Header:
+    img = _loader()(path)
     affine = np.asarray(img.affine, dtype=np.float64) if hasattr(img, "affine") else None
     return _Header(tuple(img.shape[1:]), int(img.shape[0]), affine)
 
@@ -100,9 +109,9 @@ def _load_label(path: Any, spec: PreprocessingSpec) -> torch.Tensor:
     Raises:
         ValueError: stored values that are not integers (unless ``label_threshold`` binarises them).
     """
-    from monai.transforms import Compose, LoadImage
+    from monai.transforms import Compose
 
-    raw = LoadImage(reader=spec.reader, image_only=True, ensure_channel_first=True)(path)
+    raw = _loader(spec.reader)(path)
     if spec.label_threshold is None:
         values = torch.as_tensor(raw)
         if values.is_floating_point() and not torch.equal(values, torch.round(values)):
@@ -163,11 +172,7 @@ def _check_image(
         return None
     if full and not (cache is not None and all(cache.get("image", f) for f in files)):
         try:
-            from monai.transforms import LoadImage
-
-            data = LoadImage(reader=spec.reader, image_only=True, ensure_channel_first=True)(
-                files if len(files) > 1 else files[0]
-            )
+            data = _loader(spec.reader)(files if len(files) > 1 else files[0])
         except Exception as err:
             problems.append(f"{files[0]}: unreadable or corrupt image ({type(err).__name__}: {err})")
             return None

@@ -58,7 +58,10 @@ def _folder_cases(folder: Path) -> list[Case]:
         p for p in folder.iterdir() if p.is_file() and image_suffix(p) and not p.name.startswith(".")
     )
     if not files:
-        raise FileNotFoundError(f"{folder}: no images found ({', '.join(IMAGE_SUFFIXES)})")
+        raise FileNotFoundError(
+            f"{folder}: no images found ({', '.join(IMAGE_SUFFIXES)}; or DICOM series, here or one per "
+            "subfolder)"
+        )
     stems = [case_id_of(p) for p in files]
     matches = [_CHANNEL_RE.match(s) for s in stems]
     if all(matches):
@@ -81,6 +84,26 @@ def _folder_cases(folder: Path) -> list[Case]:
     if dupes:
         raise ValueError(f"{folder}: several files per case id {dupes[:5]} (e.g. both .nii and .nii.gz)")
     return [Case(s, [p]) for s, p in zip(stems, files)]
+
+
+def _dicom_cases(folder: Path) -> list[Case] | None:
+    """The cases of a DICOM input: ``folder`` holding one series (one case), or subfolders holding one
+    series each (one case each, id = subfolder name); ``None`` when ``folder`` holds image files of
+    another format or no DICOM at all.
+
+    Raises:
+        ValueError: a folder holding several series (listed): MONAI's ``LoadImage`` would otherwise
+            silently read one of them.
+    """
+    if any(p.is_file() and image_suffix(p) for p in folder.iterdir()):
+        return None
+    from medfocal.data.readers import dicom_series_folders
+
+    try:
+        folders = dicom_series_folders(folder)
+    except FileNotFoundError:
+        return None
+    return [Case(f.name, [f]) for f in folders]
 
 
 def _csv_cases(csv_path: Path) -> list[Case]:
@@ -111,17 +134,20 @@ def _csv_cases(csv_path: Path) -> list[Case]:
 
 
 def discover_cases(source: str | Path) -> list[Case]:
-    """List the cases of a folder, a single image file or a ``.csv`` list.
+    """List the cases of a folder, a single image file, a ``.csv`` list, or DICOM series folders.
+
+    A folder without image files that holds one DICOM series is one case; one whose subfolders hold a
+    series each is one case per subfolder (the case id is the folder's name).
 
     Raises:
         FileNotFoundError: the source does not exist or the folder holds no images.
-        ValueError: broken channel numbering or a malformed CSV.
+        ValueError: broken channel numbering, a malformed CSV, several DICOM series in one folder.
     """
     source = Path(source)
     if not source.exists():
         raise FileNotFoundError(f"{source}: input not found")
     if source.is_dir():
-        return _folder_cases(source)
+        return _dicom_cases(source) or _folder_cases(source)
     if source.suffix.lower() == ".csv":
         return _csv_cases(source)
     if image_suffix(source) is None:
@@ -135,14 +161,21 @@ def refuse_output_in_input(cases: list[Case], source: str | Path, output_dir: st
     """Raise ``ValueError`` if ``output_dir`` is an input folder or lies inside one (never write there)."""
     out = Path(output_dir).resolve()
     folders = {Path(source).resolve()} if Path(source).is_dir() else set()
-    folders |= {p.resolve().parent for c in cases for p in c.paths}
+    # a DICOM series folder is itself the input folder (its parent may hold the output)
+    folders |= {p.resolve() if p.is_dir() else p.resolve().parent for c in cases for p in c.paths}
     for folder in folders:
         if out == folder or folder in out.parents:
             raise ValueError(f"output folder {out} is inside the input folder {folder}: choose another -o")
 
 
 def _volume_shape(path: Path) -> tuple[int, ...]:
-    """Shape from the header only: nibabel for NIfTI, SimpleITK for NRRD/MetaImage (``(x, y, z[, c])``)."""
+    """Shape from the header only: nibabel for NIfTI, SimpleITK for NRRD/MetaImage (``(x, y, z[, c])``);
+    a DICOM series folder: its first slice's ``(columns, rows)`` and the slice count."""
+    if path.is_dir():
+        from medfocal.data.readers import dicom_series_files
+
+        files = dicom_series_files(path)  # one series, else a ValueError listing them
+        return (*_volume_shape(files[0])[:2], len(files))
     try:
         if path.name.lower().endswith(NIFTI_SUFFIXES):
             import nibabel as nib
@@ -178,7 +211,7 @@ def check_case(case: Case, in_channels: int, spatial_dims: int) -> None:
         ValueError: one line naming the file, with expected vs got.
     """
     for p in case.paths:
-        if not p.is_file():
+        if not (p.is_file() or p.is_dir()):
             raise ValueError(f"{p}: file not found")
     if case.is_2d_image:
         if spatial_dims != 2:

@@ -73,6 +73,8 @@ class EvaluationResult:
     #: ``predicted``, ``sensitivity``, ``precision``, ``f1``, ``fp_per_case``)
     lesions: list[dict[str, Any]] = field(default_factory=list)
     lesions_path: Path | None = None
+    #: the review page (``evaluate_folders(html=True)``)
+    html_path: Path | None = None
 
     @property
     def summary_text(self) -> str:
@@ -353,6 +355,8 @@ def evaluate_folders(
     threshold: float | None = None,
     nsd_tolerance_mm: float = 1.0,
     size_bins: Sequence[float] = DEFAULT_BINS,
+    html: bool = False,
+    images: str | Path | None = None,
 ) -> EvaluationResult:
     """Score every ground-truth file of ``gt_dir`` against the same-named file in ``pred_dir``.
 
@@ -372,6 +376,11 @@ def evaluate_folders(
             a connected component; a ground-truth lesion is detected when a predicted component overlaps
             it; a predicted component overlapping none is a false-positive lesion
             (:mod:`medfocal.metrics.lesion`).
+        html: also write ``<stem>.html`` beside the CSV (``pred_dir/evaluation.html`` by default), a
+            self-contained review page: the rows worst Dice first, three-plane overlays of each case with
+            its prediction (red) and ground truth (green), lesion counts and volumes, box plots.
+        images: the input images for the page's overlays (a folder, file or CSV list as
+            ``medfocal infer`` takes, case ids = mask names); default: the ground truth as background.
 
     The lesion-wise table (per label and size bin: lesions, detected, sensitivity, precision, F1,
     false-positive lesions per case) goes to ``<stem>_lesions.csv``.
@@ -436,6 +445,17 @@ def evaluate_folders(
         )
         if plot:
             plot_path = _box_plot(rows, use, csv_path.with_name(f"{stem}_boxplot.png"))
+    html_path = _review_page(rows, pairs, csv_path or pred_dir / "evaluation.csv", images) if html else None
     return EvaluationResult(
-        rows, summary, csv_path, summary_path, plot_path, notes, lesion_rows, lesions_path
+        rows, summary, csv_path, summary_path, plot_path, notes, lesion_rows, lesions_path, html_path
     )
+
+
+def _review_page(
+    rows: list[dict[str, Any]], pairs: list[tuple[Path, Path]], csv_path: Path, images: str | Path | None
+) -> Path:
+    """``<stem>.html`` beside the CSV: :func:`medfocal.inference.html_report.write_html_report`."""
+    from medfocal.inference.html_report import evaluation_cases, write_html_report
+
+    cases = evaluation_cases(pairs, images)
+    return write_html_report(rows, csv_path.with_suffix(".html"), cases, title="medfocal evaluation")

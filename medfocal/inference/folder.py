@@ -60,6 +60,7 @@ PROBABILITY_FORMATS = ("nifti", "npz")
 #: ``Predictor(nonfinite=...)``: a NaN/Inf in the input (or after preprocessing, or in the network's
 #: probabilities) fails the case ("error"), or is replaced and flagged in the report ("replace")
 NONFINITE_MODES = ("error", "replace")
+HTML_NAME = "report.html"  # the review page of predict_folder(html=True), in the output folder
 REPORT_EVERY_S = 2.0  # rebuild the report CSV from the case records at most this often during a run
 
 
@@ -78,6 +79,8 @@ class InferenceResult:
     run_info: dict[str, Any] = field(default_factory=dict)
     #: cases of the input, done or not
     total: int = 0
+    #: the review page (``predict_folder(html=True)``)
+    html_path: Path | None = None
 
     @property
     def counts(self) -> dict[str, int]:
@@ -334,6 +337,7 @@ def predict_folder(
     num_workers: int = 1,
     progress: bool = True,
     report_name: str | None = None,
+    html: bool = False,
 ) -> InferenceResult:
     """Predict every case of ``source`` into ``output_dir`` with ``predictor`` (see
     :meth:`medfocal.inference.Predictor.predict_folder` for the arguments); never raises per case,
@@ -408,7 +412,8 @@ def predict_folder(
             head.write(case, pred, outputs)
         row = {"case": case.case_id, "status": "ok", "source": case.source}
         row.update(head.report_row(pred))
-        row["warnings"] = "; ".join(warnings)
+        own = row.pop("warnings", "")  # the head's (e.g. an output it could not write)
+        row["warnings"] = "; ".join([*warnings, *([own] if own else [])])
         row["compute_s"] = round(compute_s, 4)
         row["postprocess_s"] = round(time.perf_counter() - t0, 4)
         if outputs:
@@ -454,6 +459,12 @@ def predict_folder(
         interrupted = True
     write_report(force=True)
     ordered = [rows[c.case_id] for c in cases if c.case_id in rows]
+    html_path = None
+    if html and not interrupted:
+        from medfocal.inference.html_report import inference_cases, write_html_report
+
+        images = inference_cases(head, cases, ordered, output_dir, save_probabilities)
+        html_path = write_html_report(ordered, output_dir / HTML_NAME, images, card.foreground_names)
     return InferenceResult(
         ordered,
         failures,
@@ -463,4 +474,5 @@ def predict_folder(
         interrupted=interrupted,
         run_info=dict(identity),
         total=len(cases),
+        html_path=html_path,
     )

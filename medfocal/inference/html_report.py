@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CaseImages", "load_ras", "read_rows", "write_html_report"]
+__all__ = ["CaseImages", "evaluation_cases", "inference_cases", "load_ras", "read_rows", "write_html_report"]
 
 # columns drawn as box plots when present (infer: <class>_volume_ml etc. are matched by suffix)
 _PLOT_COLUMNS = ("dice", "iou", "hd95_mm", "asd_mm", "volume_diff_ml")
@@ -42,6 +42,61 @@ class CaseImages:
     image: str | Path
     prediction: str | Path | None = None
     label: str | Path | None = None
+
+
+def evaluation_cases(
+    pairs: Sequence[tuple[str | Path, str | Path]], images: str | Path | None = None
+) -> list[CaseImages]:
+    """Thumbnails of ``medfocal evaluate``: per ``(prediction, ground truth)`` pair, the case's image
+    from ``images`` (a folder, file or CSV list that ``medfocal infer`` takes; its case ids are the mask
+    names), else the ground truth itself as the background.
+
+    Raises:
+        FileNotFoundError / ValueError: ``images`` is given but holds no readable case list.
+    """
+    from medfocal.io import case_id_of
+
+    found: dict[str, Path] = {}
+    if images is not None:
+        from medfocal.inference.cases import discover_cases
+
+        found = {c.case_id: c.paths[0] for c in discover_cases(images)}
+    out = []
+    for pred, gt in pairs:
+        case = case_id_of(gt)
+        out.append(CaseImages(case, found.get(case, gt), pred, gt))
+    return out
+
+
+def inference_cases(
+    head: Any,
+    cases: Sequence[Any],
+    rows: Sequence[Mapping[str, Any]],
+    output_dir: Path,
+    save_probabilities: str | None = None,
+) -> list[CaseImages]:
+    """Thumbnails of ``medfocal infer``: per case done (``ok``/``skipped`` row), its image (first channel
+    file or DICOM series folder) and its predicted mask, the prediction head's first output when that is
+    an image (none for classification).
+
+    Args:
+        head: the run's :class:`~medfocal.inference.heads.PredictionHead` (its ``output_paths``).
+        cases: the run's :class:`~medfocal.inference.cases.Case` list, in report order.
+        rows: the report rows.
+        output_dir: the run's output folder.
+        save_probabilities: as given to the run (the head's output list depends on it).
+    """
+    from medfocal.io import image_suffix
+
+    done = {r.get("case") for r in rows if r.get("status") in ("ok", "skipped")}
+    out = []
+    for case in cases:
+        if case.case_id not in done:
+            continue
+        outputs = head.output_paths(case, output_dir, save_probabilities)
+        mask = outputs[0] if outputs and image_suffix(outputs[0]) and outputs[0].is_file() else None
+        out.append(CaseImages(case.case_id, case.paths[0], mask))
+    return out
 
 
 def read_rows(path: str | Path) -> list[dict[str, Any]]:

@@ -258,12 +258,14 @@ class Predictor:
         num_workers: int = 1,
         progress: bool = True,
         report_name: str | None = None,
+        html: bool = False,
     ) -> InferenceResult:
         """Predict every case of a folder, file or CSV list into ``output_dir``; never raises per case.
 
         Args:
-            source: folder of images (nnU-Net channel naming ``case_0000.nii.gz``, 4D NIfTI, PNG/JPG),
-                a single file, or a CSV with an ``image`` column.
+            source: folder of images (NIfTI, NRRD, MetaImage; nnU-Net channel naming
+                ``case_0000.nii.gz``, 4D NIfTI, PNG/JPG), a single file, a DICOM series folder or a folder
+                of series folders (one case each), or a CSV with an ``image`` column.
             output_dir: created if needed; must not be (inside) an input folder.
             overwrite: redo every case (default: skip the cases an earlier run with the same checkpoint
                 finished, resuming it; outputs of another checkpoint are an error).
@@ -273,6 +275,8 @@ class Predictor:
             progress: show a rich progress bar.
             report_name: CSV written in ``output_dir`` (default: the head's, ``report.csv`` for
                 segmentation, ``predictions.csv`` for classification).
+            html: also write ``output_dir/report.html``, a self-contained review page (sortable
+                table, three-plane overlays of each case's image and predicted mask, lesion counts).
 
         Returns:
             :class:`InferenceResult` (rows, failures, summary, ``interrupted``, ``exit_code``). Failed
@@ -286,5 +290,5 @@ class Predictor:
                 not writable, outputs of another checkpoint there without ``overwrite``).
         """
         return predict_folder(
-            self, source, output_dir, overwrite, save_probabilities, num_workers, progress, report_name
+            self, source, output_dir, overwrite, save_probabilities, num_workers, progress, report_name, html
         )

@@ -25,17 +25,19 @@ from typing import Any
 import numpy as np
 
 # atomic writes live in medfocal.io (shared with reports and evaluation); re-exported here
-from medfocal.io import TMP_PREFIX, atomic_path, remove_stale_temporaries
+from medfocal.io import NIFTI_SUFFIXES, TMP_PREFIX, atomic_path, remove_stale_temporaries
 
 __all__ = [
     "TMP_PREFIX",
     "BackgroundWriter",
     "atomic_path",
     "check_output_writable",
+    "reference_geometry",
     "remove_stale_temporaries",
     "save_label_image",
     "save_probabilities",
 ]
+
 
 def check_output_writable(output_dir: str | Path) -> Path:
     """Create ``output_dir`` if needed and check that a file can be written there (before any work).
@@ -61,19 +63,87 @@ def check_output_writable(output_dir: str | Path) -> Path:
     return out
 
 
-def _reference_nifti(reference: Path):
+def _as_4x4(affine: np.ndarray) -> np.ndarray:
+    """A NIfTI ``4 x 4`` affine from a ``(d+1, d+1)`` one (``d`` = 2: the third axis of 1 mm at 0)."""
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape == (4, 4):
+        return affine
+    d = affine.shape[0] - 1
+    out = np.eye(4)
+    out[:d, :d] = affine[:d, :d]
+    out[:d, 3] = affine[:d, d]
+    return out
+
+
+def reference_geometry(
+    reference: str | Path, affine: np.ndarray | None = None
+) -> tuple[tuple[int, ...], np.ndarray, Any]:
+    """``(spatial shape, 4x4 RAS affine, NIfTI header or None)`` of an input image, from its header only.
+
+    NIfTI: nibabel (header kept, so masks carry its codes); NRRD/MetaImage: SimpleITK's
+    ``ReadImageInformation`` (:func:`medfocal.data.readers.sitk_affine`); a DICOM series folder: the
+    slice count and the first slice's size, with ``affine`` (the loaded image's ``original_affine``)
+    or else the series read once. ``affine`` is used for every input that is not NIfTI.
+
+    Raises:
+        ValueError: an unreadable reference (naming it).
+    """
     import nibabel as nib
 
-    return nib.load(str(reference))
+    from medfocal.data.readers import _first_line, dicom_series_files, sitk_affine
+
+    reference = Path(reference)
+    if reference.name.lower().endswith(NIFTI_SUFFIXES):
+        ref = nib.load(str(reference))
+        return tuple(int(s) for s in ref.shape), np.asarray(ref.affine, dtype=np.float64), ref.header
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    files = dicom_series_files(reference) if reference.is_dir() else [reference]
+    reader.SetFileName(str(files[0]))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as err:
+        raise ValueError(f"{reference}: unreadable image ({_first_line(err)})") from None
+    shape = tuple(int(s) for s in reader.GetSize())
+    if reference.is_dir():
+        shape = (*shape[:2], len(files))
+        if affine is None:
+            from medfocal.data.readers import SimpleITKReader
+
+            affine = sitk_affine(SimpleITKReader().read(reference))
+    elif affine is None:
+        affine = sitk_affine(reader)
+    return shape, _as_4x4(affine), None
 
 
-def save_label_image(label: np.ndarray, reference: str | Path, final: str | Path) -> Path:
-    """Write a label map as uint8 with the reference image's exact affine/header (NIfTI) or as PNG (2D).
+def _nifti_like(data: np.ndarray, affine: np.ndarray, header: Any, dtype: type) -> Any:
+    """A NIfTI image of ``data`` with ``affine`` as qform and sform (the reference's codes, else 1)."""
+    import nibabel as nib
+
+    img = nib.Nifti1Image(data, affine, header.copy() if header is not None else None)
+    img.set_data_dtype(dtype)
+    img.header.set_slope_inter(1.0, 0.0)
+    qcode = int(header["qform_code"]) if header is not None else 0
+    scode = int(header["sform_code"]) if header is not None else 0
+    img.set_qform(affine, qcode or 1)
+    img.set_sform(affine, scode or 1)
+    return img
+
+
+def save_label_image(
+    label: np.ndarray, reference: str | Path, final: str | Path, affine: np.ndarray | None = None
+) -> Path:
+    """Write a label map as uint8 in the reference image's geometry: NIfTI (or PNG for a 2D photo).
 
     Args:
-        label: integer array with the reference's spatial shape (NIfTI axis order; PNG: ``(H, W)``).
-        reference: the input image the mask belongs to (its first channel file).
+        label: integer array with the reference's spatial shape (voxel order ``(i, j, k)``; PNG:
+            ``(H, W)``).
+        reference: the input image the mask belongs to (its first channel file): NIfTI (its affine and
+            header are copied), NRRD/MetaImage, a DICOM series folder, or a photo.
         final: output path (``.nii.gz``/``.nii`` or ``.png``).
+        affine: the input's RAS affine when the reference is not NIfTI (default: read from its header,
+            see :func:`reference_geometry`).
 
     Raises:
         ValueError: the label's shape differs from the reference's spatial shape.
@@ -96,30 +166,27 @@ def save_label_image(label: np.ndarray, reference: str | Path, final: str | Path
         return final
     import nibabel as nib
 
-    ref = _reference_nifti(reference)
-    expected = tuple(ref.shape[: label.ndim])
-    if label.shape != expected:
-        raise ValueError(
-            f"{final}: mask shape {label.shape} differs from {reference.name} {tuple(ref.shape)}"
-        )
-    header = ref.header.copy()
-    img = nib.Nifti1Image(label, ref.affine, header)
-    img.set_data_dtype(np.uint8)
-    img.header.set_slope_inter(1.0, 0.0)
+    shape, ref_affine, header = reference_geometry(reference, affine)
+    if label.shape != tuple(shape[: label.ndim]):
+        raise ValueError(f"{final}: mask shape {label.shape} differs from {reference.name} {tuple(shape)}")
+    img = _nifti_like(label, ref_affine, header, np.uint8)
     img.header["descrip"] = b"medfocal segmentation"
-    img.set_qform(ref.affine, int(ref.header["qform_code"]) or 1)
-    img.set_sform(ref.affine, int(ref.header["sform_code"]) or 1)
     with atomic_path(final) as tmp:
         nib.save(img, str(tmp))
     return final
 
 
 def save_probabilities(
-    probabilities: np.ndarray, reference: str | Path, final: str | Path, class_names: list[str]
+    probabilities: np.ndarray,
+    reference: str | Path,
+    final: str | Path,
+    class_names: list[str],
+    affine: np.ndarray | None = None,
 ) -> Path:
     """Write ``(C, *spatial)`` probabilities: ``.npz`` (``probabilities`` float16, ``class_names``) or NIfTI.
 
-    NIfTI output is float32 ``(*spatial, C)`` with the reference's affine (channels last, as NIfTI expects).
+    NIfTI output is float32 ``(*spatial, C)`` in the reference's geometry (channels last, as NIfTI
+    expects; ``reference`` and ``affine`` as for :func:`save_label_image`).
     """
     final = Path(final)
     probabilities = np.asarray(probabilities, dtype=np.float32)
@@ -131,12 +198,14 @@ def save_probabilities(
         return final
     import nibabel as nib
 
-    ref = _reference_nifti(reference)
+    _, ref_affine, header = reference_geometry(reference, affine)
     data = np.moveaxis(probabilities, 0, -1)
-    img = nib.Nifti1Image(data, ref.affine)
+    img = nib.Nifti1Image(data, ref_affine)
     img.set_data_dtype(np.float32)
-    img.set_qform(ref.affine, int(ref.header["qform_code"]) or 1)
-    img.set_sform(ref.affine, int(ref.header["sform_code"]) or 1)
+    qcode = int(header["qform_code"]) if header is not None else 0
+    scode = int(header["sform_code"]) if header is not None else 0
+    img.set_qform(ref_affine, qcode or 1)
+    img.set_sform(ref_affine, scode or 1)
     with atomic_path(final) as tmp:
         nib.save(img, str(tmp))
     return final

@@ -6,6 +6,11 @@ temperature, ``Invertd`` back to the input grid (probabilities resampled bilinea
 optional largest-component / small-component clean-up, a uint8 mask with the input's exact affine and
 header (NIfTI) or a PNG, optional probabilities (``.npz`` or NIfTI), and a report row with the
 components, volume and maximum probability of each foreground class.
+
+Inputs read by :class:`~medfocal.data.readers.SimpleITKReader` get their NIfTI mask in the input's
+geometry (the loaded image's ``original_affine``) and the mask in their own format too (NRRD: ``.nrrd``,
+MetaImage: ``.mha``); a DICOM series folder gets a DICOM Segmentation ``<case>_seg.dcm`` over the
+source series (``medfocal[dicom]``; without it the report row's ``warnings`` says so).
 """
 
 from __future__ import annotations
@@ -18,14 +23,20 @@ import numpy as np
 import torch
 
 from medfocal.card import ModelCard
+from medfocal.data.readers import LABEL_WRITE_SUFFIXES, save_label_like
 from medfocal.inference.cases import Case
 from medfocal.inference.heads.base import HeadOptions, Network, Prediction, PredictionHead
 from medfocal.inference.report import case_statistics
-from medfocal.inference.writer import save_label_image, save_probabilities
+from medfocal.inference.writer import reference_geometry, save_label_image, save_probabilities
+from medfocal.io import NIFTI_SUFFIXES
 from medfocal.metrics.temperature import calibrated_probabilities
 from medfocal.tasks.windows import whole_image_logits
 
-__all__ = ["SegmentationHead"]
+__all__ = ["PROBABILITIES_STEM", "SEG_SUFFIX", "SegmentationHead", "dicom_extra_missing", "input_affine"]
+
+#: ``<case>_seg.dcm``: the DICOM Segmentation written next to the NIfTI mask of a DICOM series case
+SEG_SUFFIX = "_seg.dcm"
+PROBABILITIES_STEM = "_probabilities"
 
 
 def _channel_argmax(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -157,9 +168,7 @@ class SegmentationHead(PredictionHead):
             # MONAI's PILReader indexes (W, H); images on disk are (H, W)
             label, probabilities = label.T, np.swapaxes(probabilities, -1, -2)
         else:
-            import nibabel as nib
-
-            affine = np.asarray(nib.load(str(case.paths[0])).affine)
+            affine = input_affine(case, image)
         stats = case_statistics(
             label, affine, self.card.foreground_names, probabilities, self.card.activation
         )
@@ -167,19 +176,81 @@ class SegmentationHead(PredictionHead):
 
     # ---- files and report ---------------------------------------------------------------------
     def output_paths(self, case: Case, output_dir: Path, save_probabilities: str | None) -> list[Path]:
-        """``<case>.nii.gz`` (``.png`` for 2D images) and ``<case>_probabilities.npz|.nii.gz``."""
+        """``<case>.nii.gz`` (``.png`` for 2D photos); for NRRD/MetaImage input also the mask in that
+        format (``<case>.nrrd`` / ``<case>.mha``), for a DICOM series ``<case>_seg.dcm`` (when the
+        ``dicom`` extra is installed); ``<case>_probabilities.npz|.nii.gz`` when asked."""
         ext = ".png" if case.is_2d_image else ".nii.gz"
         out = [output_dir / f"{case.case_id}{ext}"]
+        native = native_mask_suffix(case.paths[0])
+        if native:
+            out.append(output_dir / f"{case.case_id}{native}")
+        if case.paths[0].is_dir() and dicom_extra_missing() is None:
+            out.append(output_dir / f"{case.case_id}{SEG_SUFFIX}")
         if save_probabilities:
             pext = ".npz" if save_probabilities == "npz" or case.is_2d_image else ".nii.gz"
-            out.append(output_dir / f"{case.case_id}_probabilities{pext}")
+            out.append(output_dir / f"{case.case_id}{PROBABILITIES_STEM}{pext}")
         return out
 
     def write(self, case: Case, prediction: Prediction, paths: list[Path]) -> None:
-        save_label_image(prediction.label, case.paths[0], paths[0])
-        if len(paths) > 1:
-            save_probabilities(prediction.probabilities, case.paths[0], paths[1], self.card.class_names)
+        reference = case.paths[0]
+        for path in paths:
+            name = path.name
+            if name.startswith(f"{case.case_id}{PROBABILITIES_STEM}."):
+                save_probabilities(
+                    prediction.probabilities, reference, path, self.card.class_names, prediction.affine
+                )
+            elif name.endswith(SEG_SUFFIX):
+                from medfocal.inference.dicom_seg import write_dicom_seg
+
+                write_dicom_seg(reference, prediction.label, self.card.foreground_names, path)
+            elif name.lower().endswith(LABEL_WRITE_SUFFIXES):
+                save_label_like(prediction.label, reference, path)
+            else:
+                save_label_image(prediction.label, reference, path, prediction.affine)
+        if reference.is_dir() and not any(p.name.endswith(SEG_SUFFIX) for p in paths):
+            missing = dicom_extra_missing()
+            if missing:  # the report row says why there is no DICOM SEG
+                prediction.statistics["warnings"] = f"no DICOM SEG: {missing}"
 
     def report_row(self, prediction: Prediction) -> dict[str, Any]:
         """``<class>_components``, ``<class>_volume_ml`` (or ``_pixels``), ``<class>_max_prob``."""
         return dict(prediction.statistics)
+
+
+def input_affine(case: Case, image: Any) -> np.ndarray:
+    """The RAS affine of a volume case as on disk: NIfTI's own (nibabel), else the loaded image's
+    ``original_affine`` (what :class:`~medfocal.data.readers.SimpleITKReader` read, before
+    preprocessing), else the file's header."""
+    path = case.paths[0]
+    if path.name.lower().endswith(NIFTI_SUFFIXES):
+        import nibabel as nib
+
+        return np.asarray(nib.load(str(path)).affine, dtype=np.float64)
+    meta = getattr(image, "meta", None) or {}
+    original = meta.get("original_affine")
+    if original is not None:
+        return np.asarray(torch.as_tensor(original).double().cpu().numpy())
+    return reference_geometry(path)[1]
+
+
+def native_mask_suffix(path: Path) -> str | None:
+    """The mask written besides the NIfTI one for an input in another format: ``.nrrd`` for NRRD,
+    ``.mha`` for MetaImage (``.mha``; ``.mhd`` + ``.raw`` too, as one file); ``None`` otherwise."""
+    name = path.name.lower()
+    if name.endswith((".nrrd", ".nhdr")):
+        return ".nrrd"
+    if name.endswith((".mha", ".mhd")):
+        return ".mha"
+    return None
+
+
+def dicom_extra_missing() -> str | None:
+    """``None`` when pydicom and highdicom import, else the one-line install message of the extra."""
+    from medfocal._optional import MissingExtraError, require
+
+    try:
+        require("pydicom", "dicom", "writing DICOM SEG")
+        require("highdicom", "dicom", "writing DICOM SEG")
+    except MissingExtraError as err:
+        return str(err)
+    return None
