@@ -54,7 +54,11 @@ def test_multiclass_argmax_only_and_roundtrip():
     point = choose_operating_point(probs, [1, 0], rule="argmax")
     assert point.threshold is None
     assert apply_operating_point(probs, point).tolist() == [1, 0]
-    with pytest.raises(ValueError, match=r"needs a binary task, got probabilities \(2, 3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"needs a binary task \(a threshold on the positive class\), got probabilities \(2, 3\); "
+        "multi-class tasks use rule='argmax'",
+    ):
         choose_operating_point(probs, [1, 0], rule="youden")
     assert OperatingPoint.from_dict(OperatingPoint("youden", 0.4).to_dict()) == OperatingPoint("youden", 0.4)
     with pytest.raises(ValueError, match="expected one of"):
