@@ -78,7 +78,8 @@ class SegmentationModule(MedfocalModule):
             connected components of each foreground class of a case (26-/8-connected), matched by
             any overlap; counts are pooled over cases and classes (false positives per case divide by
             the number of cases). On by default, 2D and 3D: one connected-component labelling per case
-            and class on the CPU, far cheaper than the sliding-window forward pass or ``hd95``.
+            and class on the CPU (about 0.09 s for a 128³ case with ~900 lesions, against 0.24 s for
+            ``hd95``), small beside the sliding-window forward pass.
         lesion_size_bins: increasing size-bin edges, in mm³ (mm² in 2D) when the images carry their
             affine (``MetaTensor``), else voxels.
         nsd_tolerance_mm: also log ``val/nsd``, the normalised surface Dice at this tolerance (MONAI
