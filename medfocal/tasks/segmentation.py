@@ -187,16 +187,22 @@ class SegmentationModule(MedfocalModule):
             else:
                 metric(y_pred=pred, y=target)
         if self.lesion_metrics or self.nsd_tolerance_mm is not None:
-            self._case_metrics(pred, target, voxel_spacing(raw_image), stage)
+            multilabel = self.activation == "sigmoid" and logits.shape[1] > 1
+            self._case_metrics(pred, target, voxel_spacing(raw_image), stage, multilabel)
         return {"loss": loss.detach(), "logits": logits.detach()}
 
     def _case_metrics(
-        self, pred: torch.Tensor, target: torch.Tensor, spacing: list[list[float]] | None, stage: str
+        self,
+        pred: torch.Tensor,
+        target: torch.Tensor,
+        spacing: list[list[float]] | None,
+        stage: str,
+        multilabel: bool = False,
     ) -> None:
-        """Lesion counts (classes pooled) and NSD of each case of a discretised batch, on the CPU."""
-        first = 0 if self.include_background else 1
-        if pred.shape[1] == 1:  # never from discretise(); a single foreground channel
-            first = 0
+        """Lesion counts (foreground classes pooled) and NSD of each case of a discretised batch, on the
+        CPU. Channel 0 is the background (skipped, whatever ``include_background``) unless the output is
+        multi-label sigmoid, where every channel is a label."""
+        first = 0 if multilabel else 1
         pred_np = pred[:, first:].detach().cpu().numpy() > 0.5
         target_np = target[:, first:].detach().cpu().numpy() > 0.5
         for b in range(pred_np.shape[0]):

@@ -128,3 +128,34 @@ def test_lesion_sizes_in_mm_from_the_affine_and_classes_pooled(make_trainer):
     assert m["val/lesion_sensitivity_lt10"] == 0.0  # the class-2 pixel
     assert m["val/lesion_sensitivity"] == pytest.approx(2 / 4)
     assert m["val/lesion_fp_per_case"] == pytest.approx(0.5)
+
+
+def test_background_is_never_a_lesion_and_multilabel_channels_all_count(make_trainer):
+    """include_background=True changes the voxel metrics, not the lesions; with C sigmoid channels the
+    first channel is a label like the others."""
+    m = _validate(make_trainer, include_background=True)
+    assert m["val/lesion_sensitivity"] == pytest.approx(2 / 3) and m["val/lesion_fp_per_case"] == 0.5
+
+    class TwoLabels(nn.Module):  # channel 0: the mask of _cases(); channel 1: nothing
+        def __init__(self) -> None:
+            super().__init__()
+            self.dummy = nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            fg = (x[:, :1] > 0.5).float() * 20.0 - 10.0
+            return torch.cat([fg, torch.full_like(fg, -10.0)], dim=1) + 0.0 * self.dummy
+
+    class BCE(nn.Module):
+        def forward(self, logits, target):
+            return nn.functional.binary_cross_entropy_with_logits(logits, target.float())
+
+    pred, gt = _cases()
+    labels = torch.cat([gt, torch.zeros_like(gt)], dim=1)
+    module = SegmentationModule(
+        TwoLabels(), BCE(), activation="sigmoid", class_names=["a", "b"], compute_hd95=False
+    )
+    trainer = make_trainer()
+    trainer.validate(module, DataLoader(_Dicts(pred, labels), batch_size=2))
+    metrics = trainer.callback_metrics
+    assert float(metrics["val/lesion_sensitivity"]) == pytest.approx(2 / 3)
+    assert float(metrics["val/lesion_f1"]) == pytest.approx(12 / 17)
