@@ -12,7 +12,8 @@ Format versions (:data:`FORMAT_VERSION` is the one this code writes):
   ``medfocal_version`` are then empty, and the task modules drop the duplicate temperature on load.
 - 2: the temperature lives in the card only; adds ``loss_alpha`` (the resolved ``alpha: auto``),
   ``training_data`` (a cheap fingerprint of the training data), ``task_options`` (what one task kind's
-  prediction head needs beyond the common fields) and ``medfocal_version``.
+  prediction head needs beyond the common fields) and ``medfocal_version``. Later fields with a default
+  (no new version): ``operating_point`` (a classifier's decision rule chosen on validation).
 
 Example:
     >>> card = ModelCard(task="segmentation", model={"class_path": "torch.nn.Conv3d", "init_args": {}},
@@ -75,6 +76,10 @@ class ModelCard:
         training_data: a fingerprint of the training data (datamodule, layout, root, class counts...).
         task_options: what the task kind's prediction head needs beyond these fields.
         medfocal_version: the medfocal version that wrote the card.
+        operating_point: classification: the decision rule chosen on validation
+            (``medfocal.metrics.operating_point.OperatingPoint.to_dict()``: ``rule``, binary ``threshold``,
+            the validation figures it was chosen on), set by ``medfocal.tasks.OperatingPoint``; None:
+            argmax.
         path: the checkpoint file the card came from (for messages; not serialised).
 
     Raises:
@@ -95,6 +100,7 @@ class ModelCard:
     training_data: dict[str, Any] = field(default_factory=dict)
     task_options: dict[str, Any] = field(default_factory=dict)
     medfocal_version: str | None = None
+    operating_point: dict[str, Any] | None = None
     path: Path | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -116,6 +122,13 @@ class ModelCard:
             )
         if self.model is not None and not isinstance(self.model, Mapping):
             raise ValueError(f"{where}: model must be a dict spec, got {type(self.model).__name__}")
+        if self.operating_point is not None and (
+            not isinstance(self.operating_point, Mapping) or "rule" not in self.operating_point
+        ):
+            raise ValueError(
+                f"{where}: operating_point must be a dict with a 'rule' (OperatingPoint.to_dict()) or "
+                f"null, got {self.operating_point!r}"
+            )
 
     # ------------------------------------------------------------------ derived
     @property
@@ -205,6 +218,11 @@ class ModelCard:
                 training_data=dict(data.get("training_data") or {}),
                 task_options=dict(data.get("task_options") or {}),
                 medfocal_version=data.get("medfocal_version"),
+                operating_point=(
+                    dict(data["operating_point"])
+                    if isinstance(data.get("operating_point"), Mapping)
+                    else data.get("operating_point")
+                ),
                 path=Path(path) if path is not None else None,
             )
         except (TypeError, ValueError) as err:

@@ -117,3 +117,23 @@ def test_update_card_file_trusts_only_when_asked(tmp_path):
         update_card_file(path, temperature=2.0)
     assert update_card_file(path, trust=True, temperature=2.0).temperature == 2.0
     assert torch.load(path, weights_only=False)["medfocal"]["temperature"] == 2.0
+
+
+def test_operating_point_field_round_trips_and_defaults_to_none():
+    """A field added without a format bump: absent in older dicts (None: argmax), kept when present."""
+    point = {
+        "rule": "youden",
+        "threshold": 0.31,
+        "target_sensitivity": None,
+        "val_sensitivity": 0.8,
+        "val_specificity": 0.9,
+        "validation": {"balanced_accuracy": 0.85, "n": 40.0},
+    }
+    card = _card(task="classification", operating_point=point)
+    data = card.to_dict()
+    assert data["format_version"] == 2 and data["operating_point"] == point
+    assert ModelCard.from_dict(data) == card
+    del data["operating_point"]
+    assert ModelCard.from_dict(data).operating_point is None
+    with pytest.raises(ValueError, match=r"a.ckpt: operating_point must be a dict with a 'rule'"):
+        ModelCard.from_dict({**data, "operating_point": 0.5}, "a.ckpt")

@@ -183,8 +183,13 @@ def _scores(gt_total: int, gt_det: int, pred_total: int, pred_tp: int, cases: in
     }
 
 
-def summarise_lesions(cases: Sequence[LesionCounts]) -> dict[str, dict[str, float]]:
+def summarise_lesions(
+    cases: Sequence[LesionCounts], n_cases: int | None = None
+) -> dict[str, dict[str, float]]:
     """Pool per-case counts: ``{"all": scores, "<10": scores, ...}``.
+
+    ``n_cases``: the number of cases false positives are averaged over (default ``len(cases)``); give it
+    when ``cases`` holds counts already pooled over several cases.
 
     ``scores``: ``lesions``, ``detected``, ``predicted``, ``sensitivity``, ``precision``, ``f1``,
     ``fp_per_case`` (NaN where undefined, e.g. no lesion of that size).
@@ -198,7 +203,9 @@ def summarise_lesions(cases: Sequence[LesionCounts]) -> dict[str, dict[str, floa
     if any(c.bins != names for c in cases):
         raise ValueError("summarise_lesions: cases were counted with different size bins")
     out: dict[str, dict[str, float]] = {}
-    n = len(cases)
+    n = len(cases) if n_cases is None else int(n_cases)
+    if n < 1:
+        raise ValueError(f"summarise_lesions: n_cases must be >= 1, got {n_cases}")
     for name in names:
         out[name] = _scores(
             sum(c.gt_total[name] for c in cases),

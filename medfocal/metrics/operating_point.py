@@ -27,7 +27,7 @@ Youden, "Index for rating diagnostic tests", Cancer 3(1):32-35, 1950.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -48,14 +48,17 @@ RULES = ("argmax", "youden", "sensitivity")
 
 @dataclass(frozen=True)
 class OperatingPoint:
-    """A decision rule: ``rule``, the binary ``threshold`` (None for multi-class argmax), and the
-    validation ``sensitivity``/``specificity`` it had when chosen (binary only)."""
+    """A decision rule: ``rule``, the binary ``threshold`` (None for multi-class argmax), the
+    validation ``sensitivity``/``specificity`` it had when chosen (binary only), and ``validation``:
+    :func:`classification_scores` at this point on the validation set it was chosen on, with ``n``
+    (the number of validation cases); None when chosen without data."""
 
     rule: str = "argmax"
     threshold: float | None = None
     target_sensitivity: float | None = None
     val_sensitivity: float | None = None
     val_specificity: float | None = None
+    validation: dict[str, float] | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types (for the model card)."""
@@ -63,8 +66,12 @@ class OperatingPoint:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> OperatingPoint:
-        """Inverse of :meth:`to_dict`; unknown rule -> ``ValueError``."""
-        point = cls(**dict(data))
+        """Inverse of :meth:`to_dict`; unknown rule or key -> ``ValueError``."""
+        data = dict(data)
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"operating point: unknown keys {unknown} (expected OperatingPoint.to_dict())")
+        point = cls(**data)
         if point.rule not in RULES:
             raise ValueError(f"operating point rule: expected one of {RULES}, got {point.rule!r}")
         return point
@@ -94,6 +101,13 @@ def choose_operating_point(
         ValueError: unknown rule, a threshold rule on a multi-class task, a single class present in
             ``labels``, or ``target_sensitivity`` outside (0, 1].
     """
+    point = _choose(probs, labels, rule, target_sensitivity)
+    y = _numpy(labels).astype(np.int64).reshape(-1)
+    scores = classification_scores(y, apply_operating_point(probs, point))
+    return replace(point, validation={**scores, "n": float(len(y))})
+
+
+def _choose(probs: Any, labels: Any, rule: str, target_sensitivity: float) -> OperatingPoint:
     if rule not in RULES:
         raise ValueError(f"operating point rule: expected one of {RULES}, got {rule!r}")
     p, y = _numpy(probs).astype(np.float64), _numpy(labels).astype(np.int64).reshape(-1)
@@ -101,7 +115,10 @@ def choose_operating_point(
     if rule == "argmax":
         return OperatingPoint("argmax", 0.5 if score is not None else None)
     if score is None:
-        raise ValueError(f"operating point rule {rule!r} needs a binary task, got probabilities {p.shape}")
+        raise ValueError(
+            f"operating point rule {rule!r} needs a binary task (a threshold on the positive class), got "
+            f"probabilities {p.shape}; multi-class tasks use rule='argmax'"
+        )
     if len(np.unique(y)) < 2:
         raise ValueError(f"operating point rule {rule!r}: validation labels hold one class only")
     fpr, tpr, thresholds = roc_curve(y, score, drop_intermediate=False)

@@ -5,7 +5,8 @@ optimizer and LR scheduler are injected (YAML ``optimizer:`` blocks or Python ca
 carry the model card (``medfocal.card.ModelCard`` in ``checkpoint["medfocal"]``) so inference can run
 from the checkpoint alone. ``medfocal.tasks.registry`` lists the task kinds and their prediction
 heads. ``GammaLogger`` logs the adaptive gamma of ``AutomatedFocalLoss``; ``TemperatureScaling`` and
-``AdaFocalCalibration`` (in ``medfocal.tasks.calibration``) calibrate after validation.
+``AdaFocalCalibration`` (in ``medfocal.tasks.calibration``) calibrate after validation;
+``OperatingPoint`` (``medfocal.tasks.operating_point``) chooses a classifier's decision rule on validation.
 
 The names below are imported on first use, so ``medfocal.tasks.registry`` (read by ``medfocal infer``)
 does not pull in Lightning.
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from medfocal.tasks.callbacks import GammaLogger
     from medfocal.tasks.classification import ClassificationModule
     from medfocal.tasks.detection import DetectionModule
+    from medfocal.tasks.operating_point import OperatingPoint
     from medfocal.tasks.segmentation import SegmentationModule
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "ClassificationModule",
     "DetectionModule",
     "GammaLogger",
+    "OperatingPoint",
     "SegmentationModule",
     "TemperatureScaling",
 ]
@@ -37,6 +40,7 @@ _WHERE = {
     "ClassificationModule": "medfocal.tasks.classification",
     "DetectionModule": "medfocal.tasks.detection",
     "GammaLogger": "medfocal.tasks.callbacks",
+    "OperatingPoint": "medfocal.tasks.operating_point",
     "SegmentationModule": "medfocal.tasks.segmentation",
     "TemperatureScaling": "medfocal.tasks.calibration",
 }

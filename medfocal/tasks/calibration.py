@@ -247,6 +247,10 @@ class TemperatureScaling(Callback):
         self.save_path = save_path
         self.logits_fn = logits_fn
         self.results: dict[str, float] = {}
+        self._done = False  # on_fit_end ran in this fit (``OperatingPoint`` may run it first)
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._done = False
 
     def _load_best(self, trainer: Trainer, pl_module: LightningModule) -> str | None:
         if not self.use_best_checkpoint:
@@ -271,8 +275,9 @@ class TemperatureScaling(Callback):
         return paths
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.fast_dev_run or trainer.state.stage == "sanity_check":
+        if trainer.fast_dev_run or trainer.state.stage == "sanity_check" or self._done:
             return
+        self._done = True
         original_device = pl_module.device
         best = self._load_best(trainer, pl_module)
         pl_module.to(trainer.strategy.root_device)

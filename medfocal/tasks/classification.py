@@ -19,7 +19,9 @@ from torchmetrics.classification import (
     Recall,
 )
 
-from medfocal.tasks._base import MedfocalModule, image_and_label, metric_key
+from medfocal.card import CARD_KEY, ModelCard
+from medfocal.metrics.operating_point import OperatingPoint
+from medfocal.tasks._base import MedfocalModule, image_and_label, metric_key, plain_tensor
 
 __all__ = ["ClassificationModule"]
 
@@ -34,6 +36,14 @@ class ClassificationModule(MedfocalModule):
     ``val/average_precision`` (macro; ``val/map`` for multi-label), ``val/recall_<class>`` per class; the
     confusion matrix is kept in ``self.confusion_matrix`` and written to TensorBoard as text. A binary
     sigmoid output is scored as two classes ``[1 - p, p]``, so "macro" means the mean over both.
+
+    Operating point: ``self.operating_point`` (a :class:`~medfocal.metrics.operating_point.OperatingPoint`
+    chosen on validation by the ``medfocal.tasks.OperatingPoint`` callback, kept in the model card; None:
+    argmax). When set, validation and test also log the metrics of its decisions beside the argmax ones:
+    ``<stage>/op/accuracy``, ``<stage>/op/balanced_accuracy``, ``<stage>/op/f1`` (macro) and, binary,
+    ``<stage>/op/sensitivity`` and ``<stage>/op/specificity`` (recall of the second / first class).
+    ``predict_step`` returns ``{"probabilities": (B, C), "prediction": (B,)}``, the prediction by the
+    point (argmax without one).
 
     Args:
         model: the network (``self.model``), e.g. ``monai.networks.nets.DenseNet121``.
@@ -83,6 +93,10 @@ class ClassificationModule(MedfocalModule):
         self.val_confusion: ConfusionMatrix | None = None
         self.test_confusion: ConfusionMatrix | None = None
         self.confusion_matrix: torch.Tensor | None = None
+        self.operating_point: OperatingPoint | None = None
+        self.val_op_metrics: MetricCollection | None = None
+        self.test_op_metrics: MetricCollection | None = None
+        self._op_updated: set[str] = set()
         self._save_plain_hyperparameters()
 
     @property
@@ -138,6 +152,17 @@ class ClassificationModule(MedfocalModule):
         self.test_metrics = collection.clone(prefix="test/")
         self.val_confusion = ConfusionMatrix(**kw)
         self.test_confusion = ConfusionMatrix(**kw)
+        if not self.multilabel:  # decisions of the operating point: class indices
+            op = MetricCollection(
+                {
+                    "accuracy": Accuracy(**kw, average="micro"),
+                    "balanced_accuracy": Recall(**kw, average="macro"),
+                    "f1": F1Score(**kw, average="macro"),
+                    "per_class_recall": Recall(**kw, average="none"),
+                }
+            )
+            self.val_op_metrics = op.clone(prefix="val/op/")
+            self.test_op_metrics = op.clone(prefix="test/op/")
 
     # ----------------------------------------------------------------- steps
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -161,7 +186,50 @@ class ClassificationModule(MedfocalModule):
         probs, target = self._scores_and_target(logits, label)
         getattr(self, f"{stage}_metrics").update(probs, target)
         getattr(self, f"{stage}_confusion").update(probs, target)
+        op_metrics = getattr(self, f"{stage}_op_metrics")
+        if self.operating_point is not None and op_metrics is not None:
+            op_metrics.update(self.decide(probs), target)
+            self._op_updated.add(stage)
         return {"loss": loss.detach(), "logits": logits.detach()}
+
+    def decide(self, probs: torch.Tensor) -> torch.Tensor:
+        """Class indices ``(B,)`` of probabilities ``(B, C)`` (a single sigmoid column is binary) under
+        ``self.operating_point``: binary threshold rules call the second class when its probability is
+        ``>= threshold``; argmax without a point or for the ``"argmax"`` rule."""
+        if probs.ndim == 2 and probs.shape[1] == 1:
+            probs = torch.cat([1.0 - probs, probs], dim=1)
+        point = self.operating_point
+        if point is None or point.rule == "argmax" or point.threshold is None:
+            return probs.argmax(dim=1)
+        if probs.shape[1] != 2:
+            raise ValueError(
+                f"operating point {point.rule!r} (threshold {point.threshold}) is binary, but the module "
+                f"outputs {probs.shape[1]} classes; multi-class tasks use rule='argmax'"
+            )
+        return (probs[:, 1] >= point.threshold).long()
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        """``{"probabilities": (B, C) after temperature scaling, "prediction": (B,) class indices by the
+        operating point (argmax without one; multi-label: each probability >= 0.5)}``."""
+        image = plain_tensor(batch["image"] if isinstance(batch, dict) else batch)
+        probs = self.probabilities(self(image))
+        prediction = (probs >= 0.5).long() if self.multilabel else self.decide(probs)
+        return {"probabilities": probs, "prediction": prediction}
+
+    # ----------------------------------------------------------------- card
+    def model_card(self) -> ModelCard:
+        """The base card with the operating point (``ModelCard.operating_point``)."""
+        card = super().model_card()
+        if self.operating_point is None:
+            return card
+        return card.replace(operating_point=self.operating_point.to_dict())
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The base restore, and the operating point of the card."""
+        super().on_load_checkpoint(checkpoint)
+        if CARD_KEY in checkpoint:
+            point = ModelCard.from_dict(checkpoint[CARD_KEY], complete=False).operating_point
+            self.operating_point = OperatingPoint.from_dict(point) if point is not None else None
 
     def on_validation_epoch_start(self) -> None:
         self._reset_metrics("val")
@@ -171,9 +239,11 @@ class ClassificationModule(MedfocalModule):
 
     def _reset_metrics(self, stage: str) -> None:
         # fresh states in the loop's grad/inference context (a module reused across trainers keeps none)
-        for metric in (getattr(self, f"{stage}_metrics"), getattr(self, f"{stage}_confusion")):
+        for name in ("metrics", "confusion", "op_metrics"):
+            metric = getattr(self, f"{stage}_{name}")
             if metric is not None:
                 metric.reset()
+        self._op_updated.discard(stage)
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch_metrics("val")
@@ -193,11 +263,26 @@ class ClassificationModule(MedfocalModule):
             names = [str(i) for i in range(len(per_class))]
         for name, v in zip(names, per_class):
             values[f"{stage}/recall_{metric_key(name)}"] = v
+        values.update(self._op_values(stage))
         self.log_dict({k: v.float() for k, v in values.items()})
         self.confusion_matrix = confusion.compute().cpu()
         self._write_confusion(stage)
         collection.reset()
         confusion.reset()
+
+    def _op_values(self, stage: str) -> dict[str, torch.Tensor]:
+        """``<stage>/op/*`` of the operating point's decisions (empty when none was made)."""
+        collection: MetricCollection | None = getattr(self, f"{stage}_op_metrics")
+        if collection is None or stage not in self._op_updated:
+            return {}
+        self._op_updated.discard(stage)
+        values = collection.compute()
+        per_class = values.pop(f"{stage}/op/per_class_recall")
+        if len(per_class) == 2:
+            values[f"{stage}/op/sensitivity"] = per_class[1]
+            values[f"{stage}/op/specificity"] = per_class[0]
+        collection.reset()
+        return values
 
     def _write_confusion(self, stage: str) -> None:
         if self.trainer is None or not self.trainer.is_global_zero or self.trainer.sanity_checking:

@@ -11,6 +11,14 @@ from monai.metrics import ConfusionMatrixMetric, DiceMetric, HausdorffDistanceMe
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
+from medfocal.metrics.lesion import (
+    DEFAULT_BINS,
+    LesionCounts,
+    lesion_counts,
+    normalised_surface_dice,
+    size_bin_names,
+    summarise_lesions,
+)
 from medfocal.tasks._base import MedfocalModule, image_and_label, metric_key
 from medfocal.tasks.windows import whole_image_logits
 
@@ -62,6 +70,21 @@ class SegmentationModule(MedfocalModule):
         class_names: class names including the background (index 0); from the datamodule when None.
         include_background: also score channel 0 (False: foreground classes only, the usual report).
         compute_hd95: log ``hd95`` (costs distance transforms on CPU each validation epoch).
+        lesion_metrics: log lesion-wise detection (:mod:`medfocal.metrics.lesion`) of each validation
+            and test case: ``val/lesion_sensitivity``, ``val/lesion_precision``, ``val/lesion_f1``,
+            ``val/lesion_fp_per_case`` over all lesions, and ``val/lesion_sensitivity_<bin>``,
+            ``val/lesion_f1_<bin>``, ``val/lesion_fp_per_case_<bin>`` per lesion size (bins ``lt10``,
+            ``10_100``, ``ge100`` for the default edges; NaN where a bin is empty). Lesions are the
+            connected components of each foreground class of a case (26-/8-connected), matched by
+            any overlap; counts are pooled over cases and classes (false positives per case divide by
+            the number of cases). On by default, 2D and 3D: one connected-component labelling per case
+            and class on the CPU (about 0.09 s for a 128³ case with ~900 lesions, against 0.24 s for
+            ``hd95``), small beside the sliding-window forward pass.
+        lesion_size_bins: increasing size-bin edges, in mm³ (mm² in 2D) when the images carry their
+            affine (``MetaTensor``), else voxels.
+        nsd_tolerance_mm: also log ``val/nsd``, the normalised surface Dice at this tolerance (MONAI
+            ``compute_surface_dice``; mm, or voxels without an affine), mean over cases and foreground
+            classes; None (default): not computed (it costs distance transforms like ``hd95``).
         monitor: metric followed by the checkpoint callback (default ``"val/dice"``, mode max).
         monitor_mode: ``"max"`` or ``"min"``.
 
@@ -87,6 +110,9 @@ class SegmentationModule(MedfocalModule):
         class_names: Sequence[str] | None = None,
         include_background: bool = False,
         compute_hd95: bool = True,
+        lesion_metrics: bool = True,
+        lesion_size_bins: Sequence[float] = DEFAULT_BINS,
+        nsd_tolerance_mm: float | None = None,
         monitor: str | None = None,
         monitor_mode: Literal["max", "min"] = "max",
     ) -> None:
@@ -107,7 +133,15 @@ class SegmentationModule(MedfocalModule):
         self.sw_overlap = float(sw_overlap)
         self.include_background = include_background
         self.compute_hd95 = compute_hd95
+        self.lesion_metrics = bool(lesion_metrics)
+        self.lesion_size_bins = tuple(float(e) for e in lesion_size_bins)
+        size_bin_names(self.lesion_size_bins)  # ValueError for bad edges, now rather than at validation
+        if nsd_tolerance_mm is not None and nsd_tolerance_mm < 0:
+            raise ValueError(f"nsd_tolerance_mm must be >= 0 or None, not {nsd_tolerance_mm}")
+        self.nsd_tolerance_mm = None if nsd_tolerance_mm is None else float(nsd_tolerance_mm)
         self._metrics: dict[str, dict[str, Any]] = {}
+        self._lesions: dict[str, list[LesionCounts]] = {}
+        self._nsd: dict[str, list[float]] = {}
         self._save_plain_hyperparameters()
 
     # ----------------------------------------------------------------- setup
@@ -152,7 +186,82 @@ class SegmentationModule(MedfocalModule):
                 metric(y_pred=pred, y=target, spacing=voxel_spacing(raw_image))
             else:
                 metric(y_pred=pred, y=target)
+        if self.lesion_metrics or self.nsd_tolerance_mm is not None:
+            multilabel = self.activation == "sigmoid" and logits.shape[1] > 1
+            self._case_metrics(pred, target, voxel_spacing(raw_image), stage, multilabel)
         return {"loss": loss.detach(), "logits": logits.detach()}
+
+    def _case_metrics(
+        self,
+        pred: torch.Tensor,
+        target: torch.Tensor,
+        spacing: list[list[float]] | None,
+        stage: str,
+        multilabel: bool = False,
+    ) -> None:
+        """Lesion counts (foreground classes pooled) and NSD of each case of a discretised batch, on the
+        CPU. Channel 0 is the background (skipped, whatever ``include_background``) unless the output is
+        multi-label sigmoid, where every channel is a label."""
+        first = 0 if multilabel else 1
+        pred_np = pred[:, first:].detach().cpu().numpy() > 0.5
+        target_np = target[:, first:].detach().cpu().numpy() > 0.5
+        for b in range(pred_np.shape[0]):
+            case_spacing = spacing[b] if spacing is not None else None
+            if self.lesion_metrics:
+                per_class = [
+                    lesion_counts(p, t, spacing=case_spacing, size_bins=self.lesion_size_bins)
+                    for p, t in zip(pred_np[b], target_np[b])
+                ]
+                self._lesions.setdefault(stage, []).append(_pool_counts(per_class))
+            if self.nsd_tolerance_mm is not None:
+                self._nsd.setdefault(stage, []).extend(
+                    normalised_surface_dice(p, t, self.nsd_tolerance_mm, spacing=case_spacing)
+                    for p, t in zip(pred_np[b], target_np[b])
+                )
+
+    def _case_metric_values(self, stage: str) -> dict[str, torch.Tensor]:
+        """``<stage>/lesion_*`` and ``<stage>/nsd`` of the epoch, summed over the DDP ranks."""
+        values: dict[str, torch.Tensor] = {}
+        if self.lesion_metrics:
+            cases = self._lesions.pop(stage, [])
+            names = size_bin_names(self.lesion_size_bins)
+            # (bins, 4) counts + the number of cases: summed across ranks before the ratios
+            counts = torch.tensor(
+                [
+                    [
+                        sum(getattr(c, f)[n] for c in cases)
+                        for f in ("gt_total", "gt_detected", "pred_total", "pred_tp")
+                    ]
+                    for n in names
+                ],
+                dtype=torch.float64,
+            ).reshape(len(names), 4)
+            n_cases = torch.tensor([float(len(cases))], dtype=torch.float64)
+            counts, n_cases = self._sum_over_ranks(counts), self._sum_over_ranks(n_cases)
+            if n_cases.item() > 0:
+                total = LesionCounts(bins=names)
+                for i, n in enumerate(names):
+                    row = [int(v) for v in counts[i].tolist()]
+                    total.gt_total[n], total.gt_detected[n], total.pred_total[n], total.pred_tp[n] = row
+                summary = summarise_lesions([total], n_cases=int(n_cases.item()))
+                for key in ("sensitivity", "precision", "f1", "fp_per_case"):
+                    values[f"{stage}/lesion_{key}"] = torch.tensor(summary["all"][key])
+                for n in names:
+                    for key in ("sensitivity", "f1", "fp_per_case"):
+                        values[f"{stage}/lesion_{key}_{_bin_key(n)}"] = torch.tensor(summary[n][key])
+        if self.nsd_tolerance_mm is not None:
+            nsd = self._nsd.pop(stage, [])
+            sums = self._sum_over_ranks(torch.tensor([sum(nsd), float(len(nsd))], dtype=torch.float64))
+            if sums[1].item() > 0:
+                values[f"{stage}/nsd"] = sums[0] / sums[1]
+        return values
+
+    def _sum_over_ranks(self, value: torch.Tensor) -> torch.Tensor:
+        trainer = self._trainer
+        if trainer is None or trainer.world_size <= 1:
+            return value
+        reduced = trainer.strategy.reduce(value.to(self.device), reduce_op="sum")
+        return reduced.cpu().to(torch.float64)
 
     def discretise(self, logits: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One-hot prediction and target ``(B, K, *spatial)`` for MONAI metrics.
@@ -199,6 +308,7 @@ class SegmentationModule(MedfocalModule):
                     values[f"{stage}/{key}_{metric_key(name)}"] = v
         for metric in metrics.values():
             metric.reset()
+        values.update({k: v.float() for k, v in self._case_metric_values(stage).items()})
         device = self.device
         self.log_dict({k: v.to(device) for k, v in values.items()}, sync_dist=True)
 
@@ -209,6 +319,21 @@ class SegmentationModule(MedfocalModule):
         if len(names) != k:
             names = [f"class_{i + (0 if self.include_background else 1)}" for i in range(k)]
         return names
+
+
+def _pool_counts(per_class: Sequence[LesionCounts]) -> LesionCounts:
+    """One case's lesion counts summed over its foreground classes."""
+    names = per_class[0].bins
+    out = LesionCounts(bins=list(names))
+    for field_name in ("gt_total", "gt_detected", "pred_total", "pred_tp"):
+        getattr(out, field_name).update({n: sum(getattr(c, field_name)[n] for c in per_class) for n in names})
+    return out
+
+
+def _bin_key(name: str) -> str:
+    """A size-bin name as a metric suffix: ``"<10"`` -> ``lt10``, ``"10-100"`` -> ``10_100``,
+    ``">=100"`` -> ``ge100``, ``"0.5-2"`` -> ``0p5_2``."""
+    return name.replace(">=", "ge").replace("<", "lt").replace("-", "_").replace(".", "p")
 
 
 def _one_hot(index: torch.Tensor, n: int) -> torch.Tensor:

@@ -174,3 +174,50 @@ def test_preset_header_documents_layout_and_dataset(name):
     text = "\n".join(header).lower()
     assert "layout" in text
     assert any(year in text for year in ("2011", "2016", "2017", "2018", "2019", "2020", "2022", "2023"))
+
+
+CLASSIFICATION_PRESETS = ("nodule_cls_ct", "retina_lesion", "blood_cells", "histology_breakhis")
+
+
+@pytest.mark.parametrize("name", CLASSIFICATION_PRESETS)
+def test_classification_presets_select_on_validation_auc(name):
+    """Issue 20 item 3: checkpoints chosen on val/auroc (threshold-free), not on balanced accuracy."""
+    import yaml
+
+    config = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+    assert config["model"]["init_args"]["monitor"] == "val/auroc"
+    callbacks = [c["class_path"] for c in config["trainer"].get("callbacks") or []]
+    binary = config["model"]["init_args"]["model"]["init_args"]["out_channels"] == 2
+    # the threshold rule on the binary preset only (histology_breakhis may be switched to 8 subtypes)
+    assert ("medfocal.tasks.OperatingPoint" in callbacks) == (name == "nodule_cls_ct")
+    if name == "nodule_cls_ct":
+        assert binary
+
+
+@pytest.mark.slow
+def test_nodule_cls_ct_fit_stores_an_operating_point_and_logs_the_three_figures(tmp_path, monkeypatch):
+    """One short epoch of the binary preset: the best checkpoint (on val/auroc) carries a Youden point
+    in its card, and validation logged ACC, AUC and balanced ACC."""
+    import csv
+
+    torch.set_num_threads(1)
+    overrides = nodule_cls_ct(tmp_path / "data")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    shrink = [
+        "--trainer.max_epochs=1",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=1",
+        "--trainer.limit_train_batches=2",
+        "--trainer.enable_progress_bar=false",
+    ]
+    assert main(["fit", "--config", str(CONFIGS / "nodule_cls_ct.yaml"), *overrides, *shrink]) == 0
+    best = [p for p in work.rglob("*.ckpt") if p.name != "last.ckpt"]
+    assert best, sorted(str(p) for p in work.rglob("*"))
+    card = torch.load(best[0], weights_only=True)["medfocal"]
+    assert card["operating_point"]["rule"] == "youden" and 0.0 < card["operating_point"]["threshold"] <= 1.0
+    assert card["operating_point"]["validation"]["n"] == 8
+    metrics = next(work.rglob("metrics.csv"))
+    header = next(csv.reader(metrics.open()))
+    assert {"val/accuracy", "val/auroc", "val/balanced_accuracy"} <= set(header)

@@ -54,8 +54,35 @@ def test_multiclass_argmax_only_and_roundtrip():
     point = choose_operating_point(probs, [1, 0], rule="argmax")
     assert point.threshold is None
     assert apply_operating_point(probs, point).tolist() == [1, 0]
-    with pytest.raises(ValueError, match=r"needs a binary task, got probabilities \(2, 3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"needs a binary task \(a threshold on the positive class\), got probabilities \(2, 3\); "
+        "multi-class tasks use rule='argmax'",
+    ):
         choose_operating_point(probs, [1, 0], rule="youden")
     assert OperatingPoint.from_dict(OperatingPoint("youden", 0.4).to_dict()) == OperatingPoint("youden", 0.4)
     with pytest.raises(ValueError, match="expected one of"):
         choose_operating_point(probs, [1, 0], rule="best")
+
+
+def test_chosen_point_carries_its_validation_figures():
+    """``validation``: classification_scores of the chosen decisions on the data it was chosen on, and n."""
+    probs = np.array([0.1, 0.35, 0.4, 0.8, 0.2, 0.9])
+    labels = np.array([0, 1, 0, 1, 0, 1])
+    point = choose_operating_point(probs, labels, rule="youden")
+    assert point.threshold == pytest.approx(0.35)  # all positives in, one negative (0.4) out of three
+    assert point.validation == pytest.approx(
+        {
+            "accuracy": 5 / 6,
+            "balanced_accuracy": (1 + 2 / 3) / 2,
+            "f1_macro": point.validation["f1_macro"],
+            "sensitivity": 1.0,
+            "specificity": 2 / 3,
+            "n": 6.0,
+        }
+    )
+    assert point.validation["f1_macro"] == pytest.approx((0.8 + 6 / 7) / 2)
+    again = OperatingPoint.from_dict(point.to_dict())
+    assert again == point and again.validation == point.validation
+    with pytest.raises(ValueError, match=r"operating point: unknown keys \['auc'\]"):
+        OperatingPoint.from_dict({"rule": "youden", "auc": 0.9})

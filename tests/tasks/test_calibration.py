@@ -198,7 +198,9 @@ def test_temperature_scaling_with_classification_module(classification_npz, tmp_
     module.eval()
     with torch.no_grad():
         expected = torch.softmax(module.model(batch["image"]) / temperature, dim=1)
-        torch.testing.assert_close(module.predict_step(batch, 0), expected)
+        out = module.predict_step(batch, 0)  # ClassificationModule: probabilities and the decisions
+        torch.testing.assert_close(out["probabilities"], expected)
+        assert out["prediction"].tolist() == expected.argmax(1).tolist()  # no operating point: argmax
 
 
 def test_collect_logits_segmentation_uses_forward_and_subsamples():

@@ -42,6 +42,7 @@ def test_checkpoint_is_self_describing_and_weights_only(make_trainer, tmp_path):
         "training_data": {"datamodule": "tasks_standins.BlobSegmentationData"},
         "task_options": {},
         "medfocal_version": medfocal.__version__,
+        "operating_point": None,
     }
     assert "temperature" not in ckpt["state_dict"]  # the card holds the only copy
     rebuilt = build_model(meta["model"])
