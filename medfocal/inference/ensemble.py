@@ -175,4 +175,8 @@ def load_ensemble(
     if len(loaded) == 1:
         return loaded[0]
     model = EnsembleModel([m for _, m in loaded], [i.temperature for i in infos], infos[0].activation)
-    return dataclasses.replace(infos[0], temperature=1.0), model.eval()
+    # a member's decision threshold was chosen for its own probabilities, not for the mean: an ensemble
+    # keeps it only when every member has the same one (else argmax)
+    points = [getattr(i, "operating_point", None) for i in infos]
+    point = points[0] if all(p == points[0] for p in points) else None
+    return dataclasses.replace(infos[0], temperature=1.0, operating_point=point), model.eval()

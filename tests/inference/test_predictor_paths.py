@@ -211,19 +211,20 @@ def test_a_trained_checkpoint_preprocesses_as_its_datamodule(tmp_path):
     ours = predictor.transforms({"image": val_item["image"].meta["filename_or_obj"]})["image"]
     torch.testing.assert_close(ours.as_tensor(), val_item["image"].as_tensor())
     module.eval()
-    # the predictor blends per-window probabilities (validation blends logits, then softmax): compare
-    # with MONAI's sliding window over the module's network with the same settings
+    # the predictor blends per-window logits, then softmax, exactly as validation does: compare with
+    # MONAI's sliding window over the module's network with the same settings
     from monai.inferers import sliding_window_inference
 
     with torch.no_grad():
-        expected = sliding_window_inference(
+        logits = sliding_window_inference(
             val_item["image"].as_tensor()[None],
             roi_size=module.roi_size,
             sw_batch_size=2,
-            predictor=lambda x: torch.softmax(module.model(x), dim=1),
+            predictor=module.model,
             overlap=module.sw_overlap,
             mode="gaussian",
-        )[0]
+        )
+        expected = torch.softmax(logits, dim=1)[0]
     assert predictor.roi_size == module.roi_size == (16, 16, 16)
     x = torch.randn(1, 1, 16, 16, 16)
     with torch.no_grad():
