@@ -78,7 +78,8 @@ def test_infer_defaults_are_the_predictors():
 @pytest.mark.parametrize(
     ("command", "expected"),
     [
-        ("infer", ["-c CKPT [CKPT ...], --checkpoint CKPT [CKPT ...]", "--keep-largest", "{nifti,npz}", "--trust-checkpoint",
+        ("infer", ["-c CKPT [CKPT ...], --checkpoint CKPT [CKPT ...]", "--keep-largest", "{nifti,npz}",
+                   "--trust-checkpoint",
                    "--num-workers", "--overwrite", "--overlap", "--tta", "--no-amp", "--roi-size"]),
         ("evaluate", ["-p PRED, --pred PRED", "-g GT, --gt GT", "--labels", "--no-plot", "hd95_mm"]),
         ("check-data", ["--config", "--dataset-json", "--quick", "--max-rows", "stroke_isles"]),
