@@ -40,6 +40,7 @@ from medfocal.inference.report import (
     write_case_record,
     write_csv,
 )
+from medfocal.inference.shards import merge_part_reports, part_report_name, select_part
 from medfocal.inference.writer import BackgroundWriter, check_output_writable, remove_stale_temporaries
 
 if TYPE_CHECKING:
@@ -338,6 +339,8 @@ def predict_folder(
     progress: bool = True,
     report_name: str | None = None,
     html: bool = False,
+    num_parts: int = 1,
+    part_id: int = 0,
 ) -> InferenceResult:
     """Predict every case of ``source`` into ``output_dir`` with ``predictor`` (see
     :meth:`medfocal.inference.Predictor.predict_folder` for the arguments); never raises per case,
@@ -348,12 +351,14 @@ def predict_folder(
         )
     head, card = predictor.head, predictor.card
     start = time.perf_counter()
-    cases = discover_cases(source)
-    refuse_output_in_input(cases, source, output_dir)
+    all_cases = discover_cases(source)
+    refuse_output_in_input(all_cases, source, output_dir)
+    cases = select_part(all_cases, num_parts, part_id)
     output_dir = check_output_writable(output_dir)
     remove_stale_temporaries(output_dir)
     remove_stale_temporaries(output_dir / STATE_DIR / "cases")
-    report_path = output_dir / (report_name or head.report_name)
+    merged_name = report_name or head.report_name
+    report_path = output_dir / part_report_name(merged_name, num_parts, part_id)
     identity = checkpoint_identity(predictor)
     resumed = record_run(output_dir, identity, overwrite)
     if overwrite:
@@ -459,6 +464,8 @@ def predict_folder(
         interrupted = True
     write_report(force=True)
     ordered = [rows[c.case_id] for c in cases if c.case_id in rows]
+    if num_parts > 1 and not interrupted:  # the last part to finish writes the merged report
+        merge_part_reports(output_dir, merged_name, num_parts, [c.case_id for c in all_cases])
     html_path = None
     if html and not interrupted:
         from medfocal.inference.html_report import inference_cases, write_html_report

@@ -259,6 +259,8 @@ class Predictor:
         progress: bool = True,
         report_name: str | None = None,
         html: bool = False,
+        num_parts: int = 1,
+        part_id: int = 0,
     ) -> InferenceResult:
         """Predict every case of a folder, file or CSV list into ``output_dir``; never raises per case.
 
@@ -277,6 +279,10 @@ class Predictor:
                 segmentation, ``predictions.csv`` for classification).
             html: also write ``output_dir/report.html``, a self-contained review page (sortable
                 table, three-plane overlays of each case's image and predicted mask, lesion counts).
+            num_parts: split the input into this many parts (machines, GPUs, SLURM array tasks), each
+                run with its own ``part_id``; the sorted cases are dealt round-robin, each part writes
+                ``report.part-K-of-N.csv`` and the last one to finish the merged report.
+            part_id: which part this process runs, ``0 .. num_parts - 1``.
 
         Returns:
             :class:`InferenceResult` (rows, failures, summary, ``interrupted``, ``exit_code``). Failed
@@ -290,5 +296,15 @@ class Predictor:
                 not writable, outputs of another checkpoint there without ``overwrite``).
         """
         return predict_folder(
-            self, source, output_dir, overwrite, save_probabilities, num_workers, progress, report_name, html
+            self,
+            source,
+            output_dir,
+            overwrite,
+            save_probabilities,
+            num_workers,
+            progress,
+            report_name,
+            html,
+            num_parts,
+            part_id,
         )
