@@ -240,9 +240,7 @@ class DetectionDataModule(pl.LightningDataModule):
         """Per-class box counts and sizes of a split (see :func:`box_summary`)."""
         return box_summary(self.splits[split], self.class_names, self.box_mode or self.layout.box_mode)
 
-    def validate(
-        self, full: bool = True, raise_on_error: bool = True
-    ) -> tuple[list[CaseSummary], list[str]]:
+    def validate(self, full: bool = True, raise_on_error: bool = True) -> tuple[list[CaseSummary], list[str]]:
         """Check every image's boxes (``medfocal check-data``): positive size, known labels, inside the image.
 
         Args:
