@@ -6,11 +6,12 @@ class (cell counts), and for 3D the FROC sensitivities at 1/8 ... 8 false positi
 mean (CPM, LUNA16's score), all from :mod:`medfocal.metrics.detection`.
 
 Images are matched by case id (the file name without its image suffix, ``medfocal.io.case_id_of``): the
-``image`` column of ``boxes.csv`` against the ground truth's image files. The images scored are those of
-``boxes.json`` beside the CSV (it lists images without detections too), else those named in the CSV,
-plus all ground-truth images of ``split`` when given (an image without predictions then counts as one
-where nothing was found). 3D boxes are compared in world millimetres (RAS, as ``infer`` writes them);
-``gt_lps`` converts ground truth stored in ITK's LPS world (LUNA16) first.
+``image`` column of ``boxes.csv`` against the ground truth's image files. The images scored are the
+ground-truth images of ``split`` when given (an image without predictions counts as one where nothing
+was found; predictions of other images are ignored), else those of ``boxes.json`` beside the CSV (it
+lists images without detections too), else those named in the CSV. 3D boxes are compared in world
+millimetres (RAS, as ``infer`` writes them); ``gt_lps`` converts ground truth stored in ITK's LPS world
+(LUNA16) first.
 """
 
 from __future__ import annotations
@@ -169,7 +170,7 @@ def evaluate_boxes(
         output: folder for ``metrics.json`` and ``counts.csv`` (default: the predictions' folder).
         class_names: classes to score (default: the ground truth's; predicted names must be among them).
         image_root: folder the image paths of a COCO / box JSON are relative to (default: the JSON's).
-        split: also score every ground-truth image of this split (``train``, ``val``, ``test``).
+        split: score exactly the ground-truth images of this split (``train``, ``val``, ``test``).
         gt_lps: 3D ground truth in ITK's LPS world (LUNA16), predictions in RAS (as ``infer`` writes them).
         froc: compute FROC and CPM (default: for 3D).
         froc_iou: IoU from which a detection hits a box for FROC (0.1 as MONAI's LUNA16 tutorial).
@@ -185,9 +186,8 @@ def evaluate_boxes(
     truth, names, gt_dims, world = _ground_truth(gt, class_names, image_root, split)
     if dims != gt_dims and predicted:
         raise ValueError(f"{pred}: {dims}D boxes, but the ground truth {gt} is {gt_dims}D")
-    images = list(predicted)
-    if split is not None:
-        images += [c for c in truth if c not in predicted]
+    # a split: exactly its images (missing predictions: nothing found); else every predicted image
+    images = list(truth) if split is not None else list(predicted)
     unknown = [c for c in images if c not in truth]
     if unknown:
         raise ValueError(
