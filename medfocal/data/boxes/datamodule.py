@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from monai.data import Dataset
 from torch.utils.data import DataLoader
 
-from medfocal.data.boxes.checks import box_summary, check_record, format_box_summary
+from medfocal.data.boxes.checks import box_summary, check_record
 from medfocal.data.boxes.layouts import BoxLayout, BoxRecord, detect_box_layout
 from medfocal.data.boxes.transforms import BoxPreprocessing, detection_transforms
 from medfocal.data.checks import CaseSummary
@@ -268,16 +268,24 @@ class DetectionDataModule(pl.LightningDataModule):
         return summaries, problems
 
     def describe(self) -> str:
-        """One line about the data, then boxes per class and their sizes over all splits."""
+        """One line: images per split, then per class the boxes and their mean side (median, min-max).
+
+        Example: ``2D detection data bccd (images: train 205, val 87, test 72); boxes: RBC 4155,
+        side 98.3 px (28.0-191.5); ...``. :func:`format_box_summary` of :meth:`summary` is the table form.
+        """
         layout = self.layout
         counts = ", ".join(f"{k} {len(v)}" for k, v in self.splits.items())
         unit = "mm" if layout.world_coordinates else "px"
         records = [r for recs in self.splits.values() for r in recs]
-        table = format_box_summary(box_summary(records, self.class_names, self.box_mode or layout.box_mode))
-        return (
-            f"{layout.spatial_dims}D detection data {self.layout_path} (images: {counts}); "
-            f"boxes per class, mean side in {unit}:\n{table}"
+        stats = box_summary(records, self.class_names, self.box_mode or layout.box_mode)
+        boxes = "; ".join(
+            f"{name} {s['boxes']}, side {s['size_median']:.1f} {unit} "
+            f"({s['size_min']:.1f}-{s['size_max']:.1f})"
+            if s["boxes"]
+            else f"{name} 0"
+            for name, s in stats.items()
         )
+        return f"{layout.spatial_dims}D detection data {self.layout_path} (images: {counts}); boxes: {boxes}"
 
     # ----------------------------------------------------------------- datasets and loaders
     def setup(self, stage: str | None = None) -> None:
