@@ -19,7 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,8 @@ class BoxEvaluation:
         images: the case ids scored.
         metrics_path: JSON of ``metrics`` (NaN as null).
         counts_path: CSV with per image and class the predicted and true counts.
+        curves: per class the precision-recall curve at IoU 0.5 (``{"recall", "precision", "scores"}``,
+            :func:`medfocal.metrics.detection.precision_recall_curves`; not written to disk).
     """
 
     metrics: dict[str, float]
@@ -48,6 +50,7 @@ class BoxEvaluation:
     images: list[str]
     metrics_path: Path
     counts_path: Path
+    curves: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
     @property
     def summary_text(self) -> str:
@@ -180,7 +183,7 @@ def evaluate_boxes(
         FileNotFoundError: missing predictions or ground truth.
         ValueError: images without ground truth, unknown class names, 2D vs 3D mismatch.
     """
-    from medfocal.metrics.detection import evaluate_detections
+    from medfocal.metrics.detection import evaluate_detections, precision_recall_curves
 
     predicted, dims, _ = read_predicted_boxes(pred)
     truth, names, gt_dims, world = _ground_truth(gt, class_names, image_root, split)
@@ -226,4 +229,5 @@ def evaluate_boxes(
             true = np.bincount(truth_labels, minlength=len(names))
             for k, name in enumerate(names):
                 writer.writerow([image, name, int(kept[k]), int(true[k])])
-    return BoxEvaluation(metrics, names, images, metrics_path, counts_path)
+    curves = precision_recall_curves(pb, pl, ps, gb, gl, names, iou_threshold=0.5)
+    return BoxEvaluation(metrics, names, images, metrics_path, counts_path, curves)
