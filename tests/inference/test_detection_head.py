@@ -294,3 +294,18 @@ def test_head_refuses_a_card_without_detector_settings():
     card = ModelCard(task="detection", class_names=["a"], num_classes=1, in_channels=1, spatial_dims=2)
     with pytest.raises(ValueError, match="task_options lacks 'detector'"):
         DetectionHead(card, HeadOptions())
+
+
+def test_finalize_rebuilds_the_tables_from_the_per_case_files(ckpt_2d, voc, tmp_path, oracle):
+    from medfocal.inference import Predictor
+
+    predictor = Predictor.from_checkpoint(ckpt_2d[0], device="cpu")
+    result = predictor.predict_folder(voc / "JPEGImages", tmp_path / "out", progress=False)
+    table = (tmp_path / "out" / "boxes.csv").read_text()
+    (tmp_path / "out" / "boxes.csv").unlink()
+    (tmp_path / "out" / "boxes" / "img_006.json").unlink()  # a case whose record is gone is left out
+    paths = predictor.head.finalize(tmp_path / "out", result.rows)
+    assert [p.name for p in paths] == ["boxes.csv", "boxes.json"]
+    rebuilt = (tmp_path / "out" / "boxes.csv").read_text()
+    assert rebuilt == "".join(line for line in table.splitlines(True) if not line.startswith("img_006,"))
+    assert "img_006" in table and len(rebuilt) < len(table)
