@@ -49,8 +49,8 @@ def test_format_1_dict_reads_with_empty_new_fields():
         ({"format_version": 3}, "a.ckpt: medfocal format_version 3, this medfocal reads <= 2"),
         (
             {"task": "segmentaion"},
-            "a.ckpt: unknown task 'segmentaion': expected one of ['classification', 'segmentation']; "
-            "did you mean 'segmentation'?",
+            "a.ckpt: unknown task 'segmentaion': expected one of "
+            "['classification', 'detection', 'segmentation']; did you mean 'segmentation'?",
         ),
         ({"activation": "relu"}, "a.ckpt: activation must be one of ('softmax', 'sigmoid'), got 'relu'"),
         ({"temperature": -1.0}, "a.ckpt: temperature must be > 0, got -1.0"),

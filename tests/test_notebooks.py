@@ -40,6 +40,7 @@ def test_notebooks_found():
             "01_focal_loss_explained.ipynb",
             "02_train_and_inspect.ipynb",
             "03_batch_inference_report.ipynb",
+            "04_detection.ipynb",
         ][: len(names)]
     )
     assert names, "no notebooks in notebooks/"

@@ -34,6 +34,12 @@ def parser() -> argparse.ArgumentParser:
         "are reported as warnings.\nexit status: 0 success, 2 missing files, mismatched geometry or invalid "
         "mask values.",
     )
+    p.add_argument(
+        "--task",
+        choices=("segmentation", "detection"),
+        default="segmentation",
+        help="segmentation: masks (these options); detection: boxes.csv (see --task detection --help)",
+    )
     add_signature_options(
         p,
         evaluate_folders,
@@ -43,13 +49,26 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _split_task(argv: list[str]) -> tuple[str, list[str]]:
+    """``--task`` and the other arguments (``detection`` has its own options: ``cli/evaluate_boxes``)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--task", choices=("segmentation", "detection"), default="segmentation")
+    known, rest = pre.parse_known_args(argv)
+    return known.task, rest
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``medfocal evaluate``: exit 0 on success, 2 for missing files or mismatched geometry."""
-    args = parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    task, argv = _split_task(list(sys.argv[1:] if argv is None else argv))
+    if task == "detection":
+        from medfocal.cli.evaluate_boxes import main as evaluate_boxes_main
+
+        return evaluate_boxes_main(argv)
+    args = parser().parse_args(argv)
     from medfocal.inference.evaluate import evaluate_folders
 
     try:
-        result = evaluate_folders(**vars(args))
+        result = evaluate_folders(**{k: v for k, v in vars(args).items() if k != "task"})
     except (FileNotFoundError, ValueError) as err:
         print(f"medfocal evaluate: error: {err}", file=sys.stderr)
         return 2

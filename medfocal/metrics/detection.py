@@ -23,7 +23,14 @@ from monai.apps.detection.metrics.matching import matching_batch
 from monai.data.box_utils import box_iou
 from monai.metrics.froc import compute_froc_curve_data
 
-__all__ = ["FROC_FPS", "count_errors", "detection_metrics", "evaluate_detections", "froc_metrics"]
+__all__ = [
+    "FROC_FPS",
+    "count_errors",
+    "detection_metrics",
+    "evaluate_detections",
+    "froc_metrics",
+    "precision_recall_curves",
+]
 
 FROC_FPS: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 Arrays = Sequence[np.ndarray]
@@ -118,6 +125,57 @@ def detection_metrics(
             ap.append(a)
     out["map50"] = float(np.mean(ap50)) if ap50 else float("nan")
     out["map"] = float(np.mean(ap)) if ap else float("nan")
+    return out
+
+
+def precision_recall_curves(
+    pred_boxes: Arrays,
+    pred_labels: Arrays,
+    pred_scores: Arrays,
+    gt_boxes: Arrays,
+    gt_labels: Arrays,
+    class_names: Sequence[str],
+    iou_threshold: float = 0.5,
+    max_detections: int = 100,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Per class the precision-recall curve at one IoU: ``{name: {"recall", "precision", "scores"}}``.
+
+    Detections of all images are ranked by score (the same matching as :func:`detection_metrics`, one
+    ground-truth box per detection); point ``i`` is the precision and recall of the ``i + 1`` best.
+    Classes without ground truth get empty arrays (recall is undefined).
+
+    Example::
+
+        >>> gt = [np.array([[0, 0, 10, 10], [20, 20, 30, 30.]])]
+        >>> pred = [np.array([[0, 0, 10, 10], [50, 50, 60, 60], [20, 20, 30, 30.]])]
+        >>> scores, labels = [np.array([.9, .8, .7])], [np.zeros(3)]
+        >>> c = precision_recall_curves(pred, labels, scores, gt, [np.zeros(2)], ["a"])
+        >>> c["a"]["recall"].tolist(), c["a"]["precision"].round(3).tolist()
+        ([0.5, 0.5, 1.0], [1.0, 0.5, 0.667])
+    """
+    results = _match(
+        [iou_threshold], pred_boxes, pred_labels, pred_scores, gt_boxes, gt_labels, max_detections
+    )
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for k, name in enumerate(class_names):
+        scores, hits, n_gt = [], [], 0
+        for image in results:
+            res = image.get(k)
+            if res is None:
+                continue
+            keep = ~res["dtIgnore"][0].astype(bool)
+            scores.append(res["dtScores"][keep])
+            hits.append(res["dtMatches"][0][keep].astype(bool))
+            n_gt += int((~res["gtIgnore"].astype(bool)).sum())
+        score = np.concatenate(scores) if scores else np.zeros(0)
+        hit = np.concatenate(hits) if hits else np.zeros(0, dtype=bool)
+        if n_gt == 0:
+            out[str(name)] = {"recall": np.zeros(0), "precision": np.zeros(0), "scores": np.zeros(0)}
+            continue
+        order = np.argsort(-score, kind="stable")
+        tp = np.cumsum(hit[order])
+        ranks = np.arange(1, len(order) + 1)
+        out[str(name)] = {"recall": tp / n_gt, "precision": tp / ranks, "scores": score[order]}
     return out
 
 

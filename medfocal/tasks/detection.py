@@ -16,87 +16,18 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from monai.apps.detection.networks.retinanet_detector import RetinaNetDetector
-from monai.apps.detection.utils.anchor_utils import AnchorGeneratorWithAnchorShape
-from monai.apps.detection.utils.ATSS_matcher import ATSSMatcher
 from monai.losses.giou_loss import BoxGIoULoss
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
+from medfocal.card import CARD_KEY
 from medfocal.losses import FocalLoss
 from medfocal.metrics.detection import detection_metrics, froc_metrics
 from medfocal.tasks._base import MedfocalModule, metric_key, plain_tensor
+from medfocal.tasks.detection_builder import MonaiRetinaNetDetector, build_detector
 
 __all__ = ["DetectionModule", "MonaiRetinaNetDetector", "build_detector"]
-
-
-class MonaiRetinaNetDetector(RetinaNetDetector):
-    """MONAI's ``RetinaNetDetector`` with anchor matching that needs no torchvision (ATSS only).
-
-    MONAI's ``compute_anchor_matched_idxs`` first tests ``isinstance(matcher, torchvision Matcher)``, which
-    raises when torchvision is missing; this override goes straight to the ATSS matcher.
-    """
-
-    def compute_anchor_matched_idxs(
-        self,
-        anchors: list[Tensor],
-        targets: list[dict[str, Tensor]],
-        num_anchor_locs_per_level: Sequence[int],
-    ) -> list[Tensor]:
-        if not isinstance(self.proposal_matcher, ATSSMatcher):
-            raise ValueError(
-                f"only the ATSS matcher is supported here, got {type(self.proposal_matcher).__name__}"
-            )
-        matched = []
-        for anchors_i, targets_i in zip(anchors, targets):
-            boxes = targets_i[self.target_box_key]
-            if boxes.numel() == 0:
-                matched.append(
-                    torch.full((anchors_i.size(0),), -1, dtype=torch.int64, device=anchors_i.device)
-                )
-                continue
-            _, idxs = self.proposal_matcher(
-                boxes.to(anchors_i.device), anchors_i, num_anchor_locs_per_level, self.num_anchors_per_loc
-            )
-            matched.append(idxs)
-        return matched
-
-
-def build_detector(
-    network: nn.Module,
-    anchor_shapes: Sequence[Sequence[float]],
-    feature_map_scales: Sequence[float],
-    score_thresh: float = 0.02,
-    topk_candidates_per_level: int = 1000,
-    nms_thresh: float = 0.5,
-    detections_per_img: int = 100,
-    roi_size: Sequence[int] | None = None,
-    sw_batch_size: int = 1,
-    sw_overlap: float = 0.25,
-) -> MonaiRetinaNetDetector:
-    """MONAI's RetinaNet detector around ``network``, set up for inference (anchors, box selector, window).
-
-    ``checkpoint["medfocal"]["detection"]`` holds these keyword arguments, so inference rebuilds the
-    detector from the checkpoint alone: ``build_detector(build_model(meta["model"]), **meta["detection"])``,
-    then ``detector.eval()`` and ``detector(images, use_inferer=roi_size is not None)`` gives per image
-    ``{"boxes", "labels", "labels_scores"}`` in voxels of ``images``.
-    """
-    anchors = AnchorGeneratorWithAnchorShape(
-        feature_map_scales=list(feature_map_scales), base_anchor_shapes=[list(s) for s in anchor_shapes]
-    )
-    detector = MonaiRetinaNetDetector(network=network, anchor_generator=anchors, debug=False)
-    detector.set_box_selector_parameters(
-        score_thresh=score_thresh,
-        topk_candidates_per_level=topk_candidates_per_level,
-        nms_thresh=nms_thresh,
-        detections_per_img=detections_per_img,
-    )
-    if roi_size is not None:
-        detector.set_sliding_window_inferer(
-            roi_size=list(roi_size), sw_batch_size=sw_batch_size, overlap=sw_overlap, mode="constant"
-        )
-    return detector
 
 
 class DetectionModule(MedfocalModule):
@@ -132,6 +63,8 @@ class DetectionModule(MedfocalModule):
         sw_batch_size, sw_overlap: sliding-window settings.
         compute_froc: log FROC and CPM (default: for 3D models).
         froc_iou: IoU that makes a detection a hit for FROC (0.1 as MONAI's LUNA16 tutorial).
+        count_threshold: score from which a detection counts as an object (``medfocal infer``'s counts per
+            class in ``report.csv``; stored in the model card).
         optimizer, lr_scheduler, class_names, monitor, monitor_mode: as the other medfocal modules.
 
     ``predict_step`` returns one dict per image: ``boxes`` (float ``(N, 2 * dims)``, corner mode, voxels of
@@ -166,6 +99,7 @@ class DetectionModule(MedfocalModule):
         sw_overlap: float = 0.25,
         compute_froc: bool | None = None,
         froc_iou: float = 0.1,
+        count_threshold: float = 0.5,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
         class_names: Sequence[str] | None = None,
@@ -196,6 +130,9 @@ class DetectionModule(MedfocalModule):
         self.cls_weight = float(cls_weight)
         self.compute_froc = (dims == 3) if compute_froc is None else bool(compute_froc)
         self.froc_iou = float(froc_iou)
+        if not 0.0 <= count_threshold <= 1.0:
+            raise ValueError(f"count_threshold must be a score in [0, 1], not {count_threshold}")
+        self.count_threshold = float(count_threshold)
         self.spatial_dims = dims
         self.val_roi_size = list(val_roi_size) if val_roi_size is not None else None
         self.inference_settings = {
@@ -365,8 +302,38 @@ class DetectionModule(MedfocalModule):
             out.append(item)
         return out
 
-    def medfocal_metadata(self) -> dict[str, Any]:
-        """Base checkpoint metadata plus ``"detection"``: the keyword arguments of :func:`build_detector`."""
-        meta = super().medfocal_metadata()
-        meta["detection"] = dict(self.inference_settings)
-        return meta
+    # ----------------------------------------------------------------- model card
+    def card_roi_size(self) -> Sequence[int] | None:
+        """The sliding window of validation (None: whole images), the default of ``medfocal infer``."""
+        return self.val_roi_size
+
+    def task_card_options(self) -> dict[str, Any]:
+        """``ModelCard.task_options`` of a detector (what ``DetectionHead`` needs beyond the common fields).
+
+        - ``detector``: the keyword arguments of :func:`build_detector` (anchors, box selector, window);
+        - ``boxes``: the datamodule's box preprocessing (``BoxPreprocessing.to_dict()``: 2D ``zoom``, box
+          mode, world/LPS coordinates) when a datamodule is attached;
+        - ``count_threshold``: the score from which a detection counts as an object (report counts);
+        - ``class_weights``: the class-balanced weights of the classification loss (``class_balanced``),
+          restored on load so that ``validate``/``test`` without the training data compute the same loss.
+        """
+        options: dict[str, Any] = {
+            "detector": dict(self.inference_settings),
+            "count_threshold": self.count_threshold,
+        }
+        dm = self._datamodule()
+        boxes = getattr(dm, "box_preprocessing", None) if dm is not None else None
+        if boxes is not None:
+            options["boxes"] = boxes.to_dict()
+        weight = getattr(self.loss, "weight", None)
+        if self.class_balanced and isinstance(weight, Tensor):
+            options["class_weights"] = weight.detach().float().cpu().tolist()
+        return options
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The base restores names and temperature; the class-balanced weights come back from the card."""
+        super().on_load_checkpoint(checkpoint)
+        card = checkpoint.get(CARD_KEY) or {}
+        weights = (card.get("task_options") or {}).get("class_weights")
+        if weights is not None and hasattr(self.loss, "weight"):
+            self.loss.weight = torch.as_tensor(weights, dtype=torch.float32)

@@ -20,7 +20,7 @@ Example:
     >>> get_task("segmentation").head
     'medfocal.inference.heads.segmentation.SegmentationHead'
     >>> task_names()
-    ['classification', 'segmentation']
+    ['classification', 'detection', 'segmentation']
 """
 
 from __future__ import annotations
@@ -73,6 +73,12 @@ _BUILTIN = (
         module="medfocal.tasks.classification.ClassificationModule",
         head="medfocal.inference.heads.classification.ClassificationHead",
         description="one label per image: class probabilities in a CSV",
+    ),
+    TaskKind(
+        "detection",
+        module="medfocal.tasks.detection.DetectionModule",
+        head="medfocal.inference.heads.detection.DetectionHead",
+        description="boxes, labels and scores per image: boxes.csv/JSON, counts per class",
     ),
 )
 _TASKS: dict[str, TaskKind] = {kind.name: kind for kind in _BUILTIN}

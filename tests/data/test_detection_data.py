@@ -249,7 +249,7 @@ def test_nodule_boxes_land_on_the_nodules_after_orientation_and_spacing(tmp_path
         seed=3,
     )
     dm = DetectionDataModule(root / "dataset.json", modality="ct", orientation="RAS", spacing=[1.0, 1.0, 1.5])
-    transform = detection_transforms(dm.preprocessing)
+    transform = detection_transforms(dm.box_preprocessing)
     for rec in dm.layout.splits["train"]:
         data = transform(rec.as_dict())
         # +40 HU nodules in a -850 HU lung, window [-1000, 500] -> 0.69 and 0.1: threshold half-way

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from medfocal.data import DetectionDataModule
+from medfocal.card import ModelCard
+from medfocal.data import DetectionDataModule, PreprocessingSpec
 from medfocal.losses import FocalLoss
 from medfocal.metrics.detection import count_errors, detection_metrics, froc_metrics
 from medfocal.nets import DetectionRetinaNet
@@ -181,25 +182,45 @@ def test_fit_2d_validates_predicts_and_checkpoints(voc_root, make_trainer, tmp_p
     path = tmp_path / "det.ckpt"
     trainer.save_checkpoint(path)
     ckpt = torch.load(path, weights_only=True)
-    meta = ckpt["medfocal"]
-    assert meta["task"] == "detection" and meta["class_names"] == dm.class_names and meta["num_classes"] == 3
-    assert meta["detection"]["anchor_shapes"] == [[6, 6], [10, 10], [16, 10]]
+    card = ModelCard.from_dict(ckpt["medfocal"])
+    assert card.task == "detection" and card.class_names == dm.class_names and card.num_classes == 3
+    assert card.task_options["detector"]["anchor_shapes"] == [[6, 6], [10, 10], [16, 10]]
+    assert card.task_options["boxes"]["box_mode"] == "xyxy" and card.task_options["count_threshold"] == 0.5
+    # the card's image preprocessing is a PreprocessingSpec (what the unchanged Predictor applies)
+    assert PreprocessingSpec.from_dict(card.preprocessing) == dm.preprocessing
     # inference rebuilds network and detector from the checkpoint alone and finds the same boxes
     from medfocal.nets import build_model
     from medfocal.tasks.detection import build_detector
 
-    net = build_model(meta["model"])
+    net = build_model(card.model)
     net.load_state_dict(
         {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     )
-    detector = build_detector(net.eval(), **meta["detection"]).eval()
+    detector = build_detector(net.eval(), **card.task_options["detector"]).eval()
     image = next(iter(dm.val_dataloader()))["image"][:1]
     with torch.no_grad():
         ours, reference = detector(image)[0], module.eval()(image)[0]
     for key in ("boxes", "labels", "labels_scores"):
         torch.testing.assert_close(ours[key], reference[key])
-    assert meta["model"]["class_path"] == "medfocal.nets.DetectionRetinaNet"
-    assert {k.split(".")[0] for k in ckpt["state_dict"]} == {"model", "temperature"}
+    assert card.model["class_path"] == "medfocal.nets.DetectionRetinaNet"
+    assert {k.split(".")[0] for k in ckpt["state_dict"]} == {"model"}
+
+
+def test_class_balanced_weights_are_restored_from_the_card(voc_root, make_trainer, tmp_path):
+    from medfocal.losses.weights import class_balanced_alpha
+
+    module = _module_2d(class_balanced=True)
+    dm = DetectionDataModule(voc_root, batch_size=2)
+    trainer = make_trainer(max_steps=1, limit_val_batches=0)
+    trainer.fit(module, dm)
+    trainer.save_checkpoint(tmp_path / "cb.ckpt")
+    expected = class_balanced_alpha(dm.class_counts(), 0.999)
+    card = ModelCard.from_dict(torch.load(tmp_path / "cb.ckpt", weights_only=True)["medfocal"])
+    np.testing.assert_allclose(card.task_options["class_weights"], expected.numpy(), rtol=1e-6)
+    fresh = _module_2d(class_balanced=True)
+    assert fresh.loss.weight is None
+    fresh.on_load_checkpoint(torch.load(tmp_path / "cb.ckpt", weights_only=True))
+    torch.testing.assert_close(fresh.loss.weight, expected)
 
 
 def test_fit_3d_logs_froc_and_cpm(nodule_root, make_trainer):

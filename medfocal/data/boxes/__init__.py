@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from medfocal.data.boxes.checks import box_summary, format_box_summary, validate_boxes
+from medfocal.data.boxes.checks import box_summary, check_record, format_box_summary, validate_boxes
 from medfocal.data.boxes.datamodule import DetectionDataModule, detection_collate
 from medfocal.data.boxes.layouts import (
     BoxLayout,
@@ -20,6 +20,7 @@ __all__ = [
     "BoxRecord",
     "DetectionDataModule",
     "box_summary",
+    "check_record",
     "detect_box_layout",
     "detection_collate",
     "detection_transforms",

@@ -6,13 +6,17 @@ Used by ``medfocal check-data`` on detection layouts, and by the datamodule befo
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from monai.data.box_utils import convert_box_to_standard_mode
 
+from medfocal.data.boxes.geometry import world_boxes_to_image
 from medfocal.data.boxes.layouts import BoxRecord
+from medfocal.data.boxes.transforms import BoxPreprocessing
+from medfocal.data.checks import CaseSummary
 
-__all__ = ["box_summary", "format_box_summary", "validate_boxes"]
+__all__ = ["box_summary", "check_record", "format_box_summary", "validate_boxes"]
 
 
 def validate_boxes(
@@ -109,3 +113,66 @@ def format_box_summary(summary: dict[str, dict[str, float]]) -> str:
             f"{s['size_max']:>8.1f}"
         )
     return "\n".join(lines)
+
+
+def _count_text(labels: np.ndarray, class_names: Sequence[str]) -> str:
+    counts = np.bincount(np.asarray(labels, dtype=np.int64).reshape(-1), minlength=len(class_names))
+    parts = [f"{class_names[k] if k < len(class_names) else k} {int(c)}" for k, c in enumerate(counts) if c]
+    return ", ".join(parts) if parts else "no boxes"
+
+
+def check_record(
+    record: BoxRecord,
+    split: str | None,
+    spec: BoxPreprocessing,
+    class_names: Sequence[str],
+    full: bool = True,
+) -> tuple[CaseSummary, list[str]]:
+    """Check one annotated image; its ``check-data`` summary row and its problems (one line each).
+
+    Boxes are converted from ``spec.box_mode`` to corner mode and checked with :func:`validate_boxes`.
+    With ``full`` the image header is read: its size replaces the annotation's (a mismatch is a problem),
+    and world boxes (3D box JSON) are mapped through its affine (``spec.affine_lps_to_ras`` for LUNA16's
+    LPS world) so that they too are checked to lie inside the volume.
+    """
+    from medfocal.data.checks import _read_header
+    from medfocal.io import spacing_of
+
+    name = record.image
+    problems: list[str] = []
+    boxes = np.asarray(record.boxes, dtype=np.float64).reshape(-1, 2 * spec.spatial_dims)
+    if len(boxes) and spec.box_mode not in ("xyxy", "xyzxyz"):
+        boxes = np.asarray(convert_box_to_standard_mode(boxes, mode=spec.box_mode), dtype=np.float64)
+    size = None if spec.world_coordinates else record.size
+    shape = record.size
+    channels = spacing = None
+    exists = Path(name).is_file()
+    if not exists:
+        problems.append(f"{name}: image file not found (listed in the annotations of split {split!r})")
+    elif full:
+        try:
+            header = _read_header(name, spec.spatial_dims)
+        except Exception as err:  # unreadable files are a data problem, reported not raised
+            problems.append(f"{name}: cannot read the image ({' '.join(str(err).split())[:200]})")
+        else:
+            shape, channels = tuple(int(v) for v in header.shape), header.channels
+            if record.size is not None and not spec.world_coordinates and tuple(record.size) != shape:
+                problems.append(
+                    f"{name}: the annotation gives size {list(record.size)}, the image is {list(shape)}"
+                )
+            size = shape
+            if header.affine is not None and spec.spatial_dims == 3:
+                spacing = tuple(round(v, 4) for v in spacing_of(header.affine, 3))
+                if spec.world_coordinates and len(boxes):
+                    boxes = world_boxes_to_image(boxes, header.affine, lps=spec.affine_lps_to_ras)
+    problems += validate_boxes(boxes, record.labels, len(class_names), size, name=name)
+    summary = CaseSummary(
+        case=record.id,
+        split=split,
+        image=name,
+        channels=channels,
+        shape=tuple(shape) if shape is not None else None,
+        spacing=spacing,
+        label=_count_text(record.labels, class_names),
+    )
+    return summary, problems

@@ -24,9 +24,11 @@ import torch.nn.functional as F
 from monai.data import Dataset
 from torch.utils.data import DataLoader
 
-from medfocal.data.boxes.checks import box_summary, validate_boxes
+from medfocal.data.boxes.checks import box_summary, check_record
 from medfocal.data.boxes.layouts import BoxLayout, BoxRecord, detect_box_layout
 from medfocal.data.boxes.transforms import BoxPreprocessing, detection_transforms
+from medfocal.data.checks import CaseSummary
+from medfocal.data.transforms import PreprocessingSpec
 
 __all__ = ["DetectionDataModule", "detection_collate"]
 
@@ -181,8 +183,8 @@ class DetectionDataModule(pl.LightningDataModule):
         return self._splits
 
     @property
-    def preprocessing(self) -> BoxPreprocessing:
-        """The preprocessing of this data (what inference must repeat)."""
+    def box_preprocessing(self) -> BoxPreprocessing:
+        """How images and boxes become the network input (:func:`detection_transforms`)."""
         layout = self.layout
         return BoxPreprocessing(
             modality=self.modality,
@@ -195,6 +197,12 @@ class DetectionDataModule(pl.LightningDataModule):
             window=self.window,
             zoom=self.zoom,
         )
+
+    @property
+    def preprocessing(self) -> PreprocessingSpec:
+        """The image preprocessing inference repeats (``ModelCard.preprocessing``; see
+        :meth:`BoxPreprocessing.image_spec`); the box part is :attr:`box_preprocessing`."""
+        return self.box_preprocessing.image_spec()
 
     @property
     def class_names(self) -> list[str]:
@@ -214,7 +222,7 @@ class DetectionDataModule(pl.LightningDataModule):
     @property
     def in_channels(self) -> int:
         """Image channels the network receives."""
-        return self.preprocessing.in_channels
+        return self.box_preprocessing.in_channels
 
     @property
     def roi_size(self) -> list[int] | None:
@@ -232,28 +240,56 @@ class DetectionDataModule(pl.LightningDataModule):
         """Per-class box counts and sizes of a split (see :func:`box_summary`)."""
         return box_summary(self.splits[split], self.class_names, self.box_mode or self.layout.box_mode)
 
-    def validate(self) -> list[str]:
-        """Problems of the stored boxes: positive size, known labels, inside the image when its size is known.
+    def validate(self, full: bool = True, raise_on_error: bool = True) -> tuple[list[CaseSummary], list[str]]:
+        """Check every image's boxes (``medfocal check-data``): positive size, known labels, inside the image.
 
-        World boxes (3D) are checked for size and labels only: whether they fall inside the volume is known
-        after loading, where the transforms clip them.
+        Args:
+            full: also read each image's header (size; 3D: affine), so that boxes are checked against
+                the real image (world boxes through its affine) and a stored size against the file's.
+                Without it only the annotation's own size (VOC ``<size>``, COCO width/height) is used and
+                the files are only checked to exist.
+            raise_on_error: raise ``ValueError`` listing the first problems instead of returning them.
+
+        Returns:
+            ``(summaries, problems)``: one :class:`~medfocal.data.checks.CaseSummary` per image (its
+            ``label`` is the per-class box count, e.g. ``"RBC 12, WBC 1"``) and one line per problem.
         """
+        summaries: list[CaseSummary] = []
         problems: list[str] = []
-        corner = self.layout.box_mode in ("xyxy", "xyzxyz")
-        for records in self.splits.values():
+        for split, records in self.splits.items():
             for rec in records:
-                boxes = rec.boxes
-                if not corner:
-                    from monai.data.box_utils import convert_box_to_standard_mode
+                summary, found = check_record(rec, split, self.box_preprocessing, self.class_names, full)
+                summaries.append(summary)
+                problems += found
+        if problems and raise_on_error:
+            shown = "; ".join(problems[:5])
+            more = f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
+            raise ValueError(f"{self.layout_path}: {len(problems)} box problem(s): {shown}{more}")
+        return summaries, problems
 
-                    boxes = convert_box_to_standard_mode(boxes, mode=self.layout.box_mode)
-                size = rec.size if corner else None
-                problems += validate_boxes(boxes, rec.labels, self.num_classes, size, name=rec.image)
-        return problems
+    def describe(self) -> str:
+        """One line: images per split, then per class the boxes and their mean side (median, min-max).
+
+        Example: ``2D detection data bccd (images: train 205, val 87, test 72); boxes: RBC 4155,
+        side 98.3 px (28.0-191.5); ...``. :func:`format_box_summary` of :meth:`summary` is the table form.
+        """
+        layout = self.layout
+        counts = ", ".join(f"{k} {len(v)}" for k, v in self.splits.items())
+        unit = "mm" if layout.world_coordinates else "px"
+        records = [r for recs in self.splits.values() for r in recs]
+        stats = box_summary(records, self.class_names, self.box_mode or layout.box_mode)
+        boxes = "; ".join(
+            f"{name} {s['boxes']}, side {s['size_median']:.1f} {unit} "
+            f"({s['size_min']:.1f}-{s['size_max']:.1f})"
+            if s["boxes"]
+            else f"{name} 0"
+            for name, s in stats.items()
+        )
+        return f"{layout.spatial_dims}D detection data {self.layout_path} (images: {counts}); boxes: {boxes}"
 
     # ----------------------------------------------------------------- datasets and loaders
     def setup(self, stage: str | None = None) -> None:
-        problems = self.validate()
+        _, problems = self.validate(full=False, raise_on_error=False)
         if problems:
             warnings.warn(
                 f"{self.layout_path}: {len(problems)} box problem(s) (clipped or dropped by the transforms); "
@@ -263,7 +299,7 @@ class DetectionDataModule(pl.LightningDataModule):
 
     def _transform(self, train: bool) -> Any:
         return detection_transforms(
-            self.preprocessing,
+            self.box_preprocessing,
             train=train,
             patch_size=self.patch_size,
             num_samples=self.num_samples,

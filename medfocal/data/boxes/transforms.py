@@ -40,6 +40,7 @@ from monai.transforms import (
 )
 
 from medfocal.data.boxes.geometry import WorldBoxToImaged
+from medfocal.data.transforms import PreprocessingSpec
 
 __all__ = ["BoxPreprocessing", "detection_transforms"]
 
@@ -91,6 +92,23 @@ class BoxPreprocessing:
         """JSON types only (for the checkpoint)."""
         out = asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+    def image_spec(self) -> PreprocessingSpec:
+        """The image part as a :class:`~medfocal.data.PreprocessingSpec` (what ``medfocal infer`` repeats).
+
+        ``inference_transforms(spec)`` then loads, orients, resamples and scales the image exactly as
+        :func:`detection_transforms` does before the box steps; the 2D ``zoom`` is not in it (the
+        detection prediction head applies it and scales the boxes back).
+        """
+        return PreprocessingSpec(
+            modality=self.modality,
+            spatial_dims=self.spatial_dims,
+            orientation=self.orientation if self.spatial_dims == 3 else None,
+            spacing=tuple(self.spacing) if self.spatial_dims == 3 and self.spacing is not None else None,
+            window=tuple(self.window) if self.modality == "ct" else None,
+            intensity_range=tuple(self.intensity_range) if self.modality != "ct" else None,
+            reader="PILReader" if self.spatial_dims == 2 else None,
+        )
 
 
 def _load(spec: BoxPreprocessing) -> list[Any]:

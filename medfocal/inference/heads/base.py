@@ -9,7 +9,10 @@ options and the preprocessing transforms. Per case the predictor calls, in this 
    preprocessed grid (probabilities for segmentation and classification);
 2. :meth:`~PredictionHead.finish` -> a :class:`Prediction` in the input's geometry (in a writer thread);
 3. :meth:`~PredictionHead.output_paths` / :meth:`~PredictionHead.write` -> files, atomically;
-4. :meth:`~PredictionHead.report_row` -> the columns of the case's row in ``report_name``.
+4. :meth:`~PredictionHead.report_row` -> the columns of the case's row in ``report_name``;
+
+and once after the last case :meth:`~PredictionHead.finalize` (files made from all cases, e.g. one
+table of every case's boxes; a no-op by default).
 
 Temperature and activation are applied by :func:`medfocal.metrics.temperature.calibrated_probabilities`
 with the card's values, nowhere else.
@@ -59,6 +62,7 @@ class HeadOptions:
         sw_batch_size: windows per forward pass.
         keep_largest: keep the largest connected component of each foreground class.
         min_size: remove connected components smaller than this many voxels.
+        overlays: also write pictures of the predictions on the input (PNG), for kinds that have them.
     """
 
     roi_size: tuple[int, ...] | None = None
@@ -66,6 +70,7 @@ class HeadOptions:
     sw_batch_size: int = 2
     keep_largest: bool = False
     min_size: int = 0
+    overlays: bool = False
 
 
 class PredictionHead(ABC):
@@ -136,6 +141,12 @@ class PredictionHead(ABC):
     @abstractmethod
     def report_row(self, prediction: Prediction) -> dict[str, Any]:
         """The task's columns of the case's report row."""
+
+    def finalize(self, output_dir: Path, rows: list[dict[str, Any]]) -> list[Path]:
+        """Once after the last case (also when every case was skipped on resume): write the files made
+        from all cases together (atomically) and return them. ``rows`` are the report rows, in case order.
+        Default: nothing to do."""
+        return []
 
 
 def head_for(card: ModelCard, options: HeadOptions, transforms: Any = None) -> PredictionHead:
