@@ -89,6 +89,13 @@ def _print_report(datamodule: Any, summaries: list[Any], problems: list[str], ma
                 counts = np.bincount(labels, minlength=len(names))
                 text = ", ".join(f"{names[i] if i < len(names) else i}: {c}" for i, c in enumerate(counts))
                 console.print(f"class counts ({split or 'unsplit'}, {len(labels)} cases): {text}")
+    if hasattr(datamodule, "box_preprocessing"):  # detection data: boxes per class and size, per split
+        from medfocal.data.boxes.checks import format_box_summary
+
+        for split, records in getattr(datamodule, "splits", {}).items():
+            if records:
+                console.print(f"boxes ({split}, {len(records)} images):", markup=False)
+                console.print(format_box_summary(datamodule.summary(split)), markup=False)
     shown = names if len(names) <= 12 else [*names[:10], "...", names[-1]]
     console.print(
         f"classes ({len(names)}): {shown}  in_channels: {datamodule.in_channels}  "
@@ -221,10 +228,31 @@ def _root_error(err: BaseException) -> str:
     return "; ".join(useful) if useful else " ".join(str(err).split())
 
 
+def _is_box_layout(path: Path) -> bool:
+    """A Pascal VOC folder (``Annotations/``) or a COCO / MONAI box JSON (detection data)."""
+    if path.is_dir():
+        return (path / "Annotations").is_dir()
+    if path.suffix.lower() != ".json" or path.name == "dataset.json" or not path.is_file():
+        return False
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    if isinstance(data, dict) and "annotations" in data and "images" in data:
+        return True  # COCO
+    entries = [e for v in (data.values() if isinstance(data, dict) else []) if isinstance(v, list) for e in v]
+    return any(isinstance(e, dict) and "box" in e for e in entries)  # MONAI / LUNA16 box JSON
+
+
 def _path_data(path: str) -> dict[str, Any]:
     """A ``data:`` section for a bare path: classification for ``.npz``/class folders/CSV of class labels."""
     from medfocal.data.layouts import ImageFolderLayout, MedMNISTLayout, detect_layout
 
+    if _is_box_layout(Path(path)):
+        return {
+            "class_path": "medfocal.data.DetectionDataModule",
+            "init_args": {"layout": str(path), "num_workers": 0},
+        }
     layout = detect_layout(path)
     classification = isinstance(layout, (MedMNISTLayout, ImageFolderLayout))
     if not classification:

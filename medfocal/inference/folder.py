@@ -464,6 +464,8 @@ def predict_folder(
         interrupted = True
     write_report(force=True)
     ordered = [rows[c.case_id] for c in cases if c.case_id in rows]
+    if not interrupted:  # files made from all cases together (detection: boxes.csv, boxes.json)
+        head.finalize(output_dir, ordered)
     if num_parts > 1 and not interrupted:  # the last part to finish writes the merged report
         merge_part_reports(output_dir, merged_name, num_parts, [c.case_id for c in all_cases])
     html_path = None

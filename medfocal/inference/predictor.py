@@ -80,6 +80,8 @@ class Predictor:
             overflow float32) or in the network's probabilities: ``"error"`` fails the case with one
             line naming the file; ``"replace"`` sets them to the image's minimum (loaded image) or 0
             and flags the case in the report's ``warnings`` column. One ``isfinite`` pass per stage.
+        overlays: also write an overlay PNG per case where the task's head can (detection boxes on 2D
+            images).
 
     Raises:
         ValueError: an option out of range, a ``roi_size`` of the wrong length, an unregistered task.
@@ -103,6 +105,7 @@ class Predictor:
         keep_largest: bool = False,
         min_size: int = 0,
         nonfinite: str = "error",
+        overlays: bool = False,
     ) -> None:
         from medfocal.data.transforms import PreprocessingSpec, inference_transforms
 
@@ -128,6 +131,7 @@ class Predictor:
             sw_batch_size=int(sw_batch_size),
             keep_largest=bool(keep_largest),
             min_size=int(min_size),
+            overlays=bool(overlays),
         )
         self.head = head_for(card, options, self.transforms)
 

@@ -97,3 +97,11 @@ def test_world_boxes_are_checked_against_the_volume(tmp_path, capsys):
     assert dm.validate(full=False, raise_on_error=False)[1] == []
     with pytest.raises(ValueError, match=r"dataset.json: [1-3] box problem\(s\): .*vol_000.nii.gz: box 0"):
         dm.validate(full=True)
+
+
+def test_a_bare_voc_path_is_checked_as_detection_data(voc, capsys):
+    """`medfocal check-data <VOC folder>` without --config: boxes per class and size for each split."""
+    assert main(["check-data", str(voc)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"boxes \(train, \d+ images\):", out)
+    assert "size med" in out and "no problems found" in out

@@ -242,12 +242,8 @@ class DetectionHead(PredictionHead):
             tmp.write_text(json.dumps(record, indent=1))
         if len(paths) > 1:
             self._write_overlay(case, prediction, paths[1])
-        output_dir = paths[0].parent.parent
-        with self._lock:
-            if self._records is None:
-                self._records = self._read_records(output_dir)
-            self._records[case.case_id] = record
-            self._write_tables(output_dir, self._records)
+        # the tables of all cases (boxes.csv, boxes.json) are written once by finalize; the per-case
+        # JSON above is the durable record a killed run resumes from
 
     def _write_overlay(self, case: Case, prediction: BoxPrediction, path: Path) -> None:
         from PIL import Image
