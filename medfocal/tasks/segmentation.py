@@ -156,9 +156,11 @@ class SegmentationModule(MedfocalModule):
         """The sliding window of validation, which inference uses too."""
         return self.roi_size
 
-    def _stage_metrics(self, stage: str) -> dict[str, Any]:
+    def _stage_metrics(self, stage: str, multilabel: bool = False) -> dict[str, Any]:
+        """The stage's MONAI metrics; a multi-label sigmoid output has no background channel, so every
+        channel is scored (``include_background`` is about softmax's class 0)."""
         if stage not in self._metrics:
-            kw = {"include_background": self.include_background, "reduction": "mean_batch"}
+            kw = {"include_background": self.include_background or multilabel, "reduction": "mean_batch"}
             metrics: dict[str, Any] = {
                 "dice": DiceMetric(**kw),
                 "iou": MeanIoU(**kw),
@@ -181,13 +183,13 @@ class SegmentationModule(MedfocalModule):
         loss = self.loss(logits, label)
         self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True, batch_size=len(image))
         pred, target = self.discretise(logits, label)
-        for name, metric in self._stage_metrics(stage).items():
+        multilabel = self.activation == "sigmoid" and logits.shape[1] > 1
+        for name, metric in self._stage_metrics(stage, multilabel).items():
             if name == "hd95":
                 metric(y_pred=pred, y=target, spacing=voxel_spacing(raw_image))
             else:
                 metric(y_pred=pred, y=target)
         if self.lesion_metrics or self.nsd_tolerance_mm is not None:
-            multilabel = self.activation == "sigmoid" and logits.shape[1] > 1
             self._case_metrics(pred, target, voxel_spacing(raw_image), stage, multilabel)
         return {"loss": loss.detach(), "logits": logits.detach()}
 

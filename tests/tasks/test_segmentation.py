@@ -270,12 +270,6 @@ def test_val_metrics_are_one_on_a_perfect_prediction_and_zero_on_an_empty_one(ma
     assert empty["val/specificity"] == 1.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in medfocal/tasks/segmentation.py: with activation='sigmoid', C > 1 channels and (B, C, ...) "
-    "masks, include_background=False (the default) makes MONAI drop channel 0, a real label: val/dice "
-    "(the checkpoint monitor) never scores the first label",
-)
 def test_val_metrics_of_a_multilabel_sigmoid_score_every_channel(make_trainer):
     """Two sigmoid channels with (B, 2, H, W) masks: both are labels (no background channel)."""
     labels = torch.stack([LABELS, LABELS.roll(1, 0)], dim=1)  # channel 1: the cases in another order
