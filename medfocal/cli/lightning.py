@@ -22,11 +22,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-from pytorch_lightning import Callback, LightningDataModule, LightningModule, Trainer
+from pytorch_lightning import LightningDataModule, LightningModule, Trainer
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from pytorch_lightning.callbacks.progress import ProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+
+from medfocal.tasks.callbacks import NonFiniteLossError, NonFiniteLossStop
 
 __all__ = ["DEFAULT_TRAINER", "LastStepCheckpoint", "MedfocalCLI", "NonFiniteLossError", "NonFiniteLossStop"]
 
@@ -106,57 +107,6 @@ class LastStepCheckpoint(ModelCheckpoint):
         stale = self._last_global_step_saved != trainer.global_step
         if self.save_last and stale and not trainer.fast_dev_run:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite (raised by :class:`NonFiniteLossStop`)."""
-
-
-class NonFiniteLossStop(Callback):
-    """Stop ``fit`` with :class:`NonFiniteLossError` when the training loss turns NaN/Inf.
-
-    Each step's loss is folded into a flag on its device (no host sync); the flag is read every
-    ``every_n_steps`` steps and at the end of each training epoch, so a NaN is caught at most that many
-    steps late, at the cost of one sync per ``every_n_steps`` steps (``detect_anomaly`` would cost a
-    backward-pass check every step).
-
-    Args:
-        every_n_steps: steps between two reads of the flag.
-    """
-
-    def __init__(self, every_n_steps: int = 50) -> None:
-        self.every_n_steps = max(1, int(every_n_steps))
-        self._bad: torch.Tensor | None = None
-        self._first_step = 0
-
-    def on_train_batch_end(
-        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if not isinstance(loss, torch.Tensor):
-            return
-        bad = ~torch.isfinite(loss.detach()).all()
-        self._bad = bad if self._bad is None else self._bad | bad
-        if trainer.global_step % self.every_n_steps == 0:
-            self._check(trainer)
-
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._check(trainer)
-
-    def _check(self, trainer: Trainer) -> None:
-        if self._bad is None:
-            return
-        # every rank reaches this at the same step: all of them stop when one of them saw NaN/Inf
-        bad = trainer.strategy.reduce_boolean_decision(bool(self._bad), all=False)
-        self._bad = None
-        first, self._first_step = self._first_step, trainer.global_step
-        if bad:
-            raise NonFiniteLossError(
-                f"the training loss became NaN/Inf (epoch {trainer.current_epoch}, between steps {first} and "
-                f"{trainer.global_step}); training stopped. Check the data (`medfocal check-data --config "
-                "...`, check: full), lower the learning rate, or clip gradients "
-                "(--trainer.gradient_clip_val=1.0)"
-            )
 
 
 def _monitor_of(model: LightningModule) -> str | None:

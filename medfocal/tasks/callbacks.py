@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
+from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.callbacks import Callback
 from torch import nn
 
-__all__ = ["GammaLogger", "find_automated_focal_losses"]
+__all__ = ["GammaLogger", "NonFiniteLossError", "NonFiniteLossStop", "find_automated_focal_losses"]
 
 
 def find_automated_focal_losses(loss: nn.Module) -> list[nn.Module]:
@@ -50,3 +52,54 @@ class GammaLogger(Callback):
             # the tensor form avoids a device sync per step where the loss offers it
             value = loss.gamma_tensor().detach() if hasattr(loss, "gamma_tensor") else float(loss.gamma)
             pl_module.log(name, value, on_step=self.on_step, on_epoch=True, batch_size=1)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite (raised by :class:`NonFiniteLossStop`)."""
+
+
+class NonFiniteLossStop(Callback):
+    """Stop ``fit`` with :class:`NonFiniteLossError` when the training loss turns NaN/Inf.
+
+    Each step's loss is folded into a flag on its device (no host sync); the flag is read every
+    ``every_n_steps`` steps and at the end of each training epoch, so a NaN is caught at most that many
+    steps late, at the cost of one sync per ``every_n_steps`` steps (``detect_anomaly`` would cost a
+    backward-pass check every step).
+
+    Args:
+        every_n_steps: steps between two reads of the flag.
+    """
+
+    def __init__(self, every_n_steps: int = 50) -> None:
+        self.every_n_steps = max(1, int(every_n_steps))
+        self._bad: torch.Tensor | None = None
+        self._first_step = 0
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if not isinstance(loss, torch.Tensor):
+            return
+        bad = ~torch.isfinite(loss.detach()).all()
+        self._bad = bad if self._bad is None else self._bad | bad
+        if trainer.global_step % self.every_n_steps == 0:
+            self._check(trainer)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._check(trainer)
+
+    def _check(self, trainer: Trainer) -> None:
+        if self._bad is None:
+            return
+        # every rank reaches this at the same step: all of them stop when one of them saw NaN/Inf
+        bad = trainer.strategy.reduce_boolean_decision(bool(self._bad), all=False)
+        self._bad = None
+        first, self._first_step = self._first_step, trainer.global_step
+        if bad:
+            raise NonFiniteLossError(
+                f"the training loss became NaN/Inf (epoch {trainer.current_epoch}, between steps {first} and "
+                f"{trainer.global_step}); training stopped. Check the data (`medfocal check-data --config "
+                "...`, check: full), lower the learning rate, or clip gradients "
+                "(--trainer.gradient_clip_val=1.0)"
+            )
