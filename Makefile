@@ -52,6 +52,7 @@ bench: setup
 	$(BIN)/python bench/losses.py
 	$(BIN)/python bench/train_step.py
 	$(BIN)/python bench/dense_unet.py
+	$(BIN)/python bench/data_loading.py
 	$(BIN)/python bench/inference.py
 
 bench-accuracy: setup
