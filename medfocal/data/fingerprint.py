@@ -298,14 +298,11 @@ def _classification(layout: Layout, records: list[dict[str, Any]], max_cases: in
         sample = images[:: max(1, len(images) // 256)].astype(np.float64)
         suffix = ".npz"
     else:
-        from monai.transforms import LoadImage
+        from medfocal.data.checks import _loader
 
         suffix = _suffix(_first_path(records[0]["image"]))
-        loader = LoadImage(
-            image_only=True,
-            ensure_channel_first=True,
-            reader="PILReader" if suffix in PHOTO_SUFFIXES else None,
-        )
+        # the loader of check-data and training: NRRD, MetaImage and DICOM series through SimpleITK too
+        loader = _loader("PILReader" if suffix in PHOTO_SUFFIXES else None)
         arrays = [np.asarray(loader(_first_path(r["image"]))) for r in _evenly(records, min(max_cases, 32))]
         dims = arrays[0].ndim - 1
         channels = int(arrays[0].shape[0])
