@@ -14,6 +14,7 @@ from torchmetrics.classification import (
     AUROC,
     Accuracy,
     AveragePrecision,
+    CohenKappa,
     ConfusionMatrix,
     F1Score,
     Recall,
@@ -148,6 +149,9 @@ class ClassificationModule(MedfocalModule):
                 "per_class_recall": Recall(**kw, average="none"),
             }
         )
+        if not self.multilabel and n_scored > 2:
+            # ordinal grades (diabetic retinopathy 0-4...): quadratic-weighted kappa, as the papers report
+            collection.add_metrics({"kappa_quadratic": CohenKappa(**kw, weights="quadratic")})
         self.val_metrics = collection.clone(prefix="val/")
         self.test_metrics = collection.clone(prefix="test/")
         self.val_confusion = ConfusionMatrix(**kw)

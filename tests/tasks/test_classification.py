@@ -53,6 +53,10 @@ def test_metrics_agree_with_scikit_learn(make_trainer):
     assert float(metrics["val/balanced_accuracy"]) == pytest.approx(expected_bacc, abs=1e-5)
     expected_auc = roc_auc_score(labels.numpy(), probs.numpy(), multi_class="ovr", average="macro")
     assert float(metrics["val/auroc"]) == pytest.approx(expected_auc, abs=1e-4)
+    from sklearn.metrics import cohen_kappa_score
+
+    expected_kappa = cohen_kappa_score(labels.numpy(), probs.argmax(1).numpy(), weights="quadratic")
+    assert float(metrics["val/kappa_quadratic"]) == pytest.approx(expected_kappa, abs=1e-5)
     for name in ("common", "rare", "rarest"):
         assert f"val/recall_{name}" in metrics
     assert module.confusion_matrix.shape == (3, 3)
