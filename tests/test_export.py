@@ -28,8 +28,6 @@ from medfocal.export import (
 from medfocal.inference.checkpoint import load_checkpoint
 from medfocal.inference.predictor import Predictor
 
-_REASON = "ONNX export needs the onnx extra: pip install 'medfocal[onnx]'"
-
 UNET = {
     "class_path": "monai.networks.nets.UNet",
     "init_args": {
@@ -84,7 +82,6 @@ def _compare(reference: Predictor, other: Predictor, cases: Path) -> None:
 
 @pytest.mark.slow
 def test_onnx_predictions_equal_the_checkpoint(unet_ckpt, lesion_cases, tmp_path):
-    pytest.importorskip("onnxruntime", reason=_REASON)
     out = export_onnx(unet_ckpt, tmp_path / "model.onnx")
     info, net = load_model(out)
     ref_info, _ = load_checkpoint(unet_ckpt)
@@ -94,8 +91,8 @@ def test_onnx_predictions_equal_the_checkpoint(unet_ckpt, lesion_cases, tmp_path
 
 
 def test_onnx_card_and_dynamic_axes(unet_ckpt, tmp_path):
-    onnx = pytest.importorskip("onnx", reason=_REASON)
-    pytest.importorskip("onnxruntime", reason=_REASON)
+    import onnx  # the onnx extra is part of the dev extra: never skipped
+
     out = export_onnx(unet_ckpt, tmp_path / "model.onnx")
     model = onnx.load(str(out))
     props = {p.key: p.value for p in model.metadata_props}
@@ -133,8 +130,8 @@ def test_missing_extra_is_one_line(unet_ckpt, tmp_path, monkeypatch):
 
 
 def test_onnx_without_card(tmp_path):
-    onnx = pytest.importorskip("onnx", reason=_REASON)
-    pytest.importorskip("onnxruntime", reason=_REASON)
+    import onnx  # the onnx extra is part of the dev extra: never skipped
+
     path = tmp_path / "plain.onnx"
     torch.onnx.export(torch.nn.Conv3d(1, 2, 1), (torch.randn(1, 1, 4, 4, 4),), str(path), dynamo=False)
     assert onnx.load(str(path)).graph.node
@@ -145,8 +142,6 @@ def test_onnx_without_card(tmp_path):
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_classification_2d_export(tmp_path, fmt):
     """A 2D classifier: ``(B, C)`` logits, dynamic batch, the card says classification."""
-    if fmt == "onnx":
-        pytest.importorskip("onnxruntime", reason=_REASON)
     from medfocal.nets import create_model
 
     torch.manual_seed(0)

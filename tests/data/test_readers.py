@@ -30,7 +30,6 @@ def formats(tmp_path_factory) -> dict[str, Path]:
     out = {"nifti": write_nifti(root / "v.nii.gz", data)}
     for name in ("nrrd", "mha", "mhd"):
         out[name] = write_sitk(root / f"v.{name}", data)
-    pytest.importorskip("pydicom", reason="DICOM test series are written with pydicom (medfocal[dicom])")
     write_dicom_series(root / "series", data)
     out["dicom"] = root / "series"
     return out
@@ -118,7 +117,6 @@ def test_sitk_affine_2d():
 
 
 def test_several_series_in_one_folder_is_an_error(tmp_path):
-    pytest.importorskip("pydicom", reason="DICOM test series are written with pydicom (medfocal[dicom])")
     write_dicom_series(tmp_path / "mixed", volume(), series_uid="1.2.3.4")
     write_dicom_series(tmp_path / "mixed", volume(1), series_uid="1.2.3.5", prefix="other")
     with pytest.raises(ValueError, match=r"mixed: 2 DICOM series in one folder \(1\.2\.3\.4 \(6 files\), "):
@@ -129,7 +127,6 @@ def test_several_series_in_one_folder_is_an_error(tmp_path):
 
 
 def test_series_folders(tmp_path):
-    pytest.importorskip("pydicom", reason="DICOM test series are written with pydicom (medfocal[dicom])")
     for case in ("case_b", "case_a"):
         write_dicom_series(tmp_path / "root" / case, volume())
     (tmp_path / "root" / "notes").mkdir()

@@ -10,16 +10,15 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
+# the dicom extra is part of the dev extra: a missing or broken install fails here, it never skips
+import highdicom as hd
+import pydicom
 from dicom_helpers import volume, write_dicom_series
 from monai.transforms import LoadImage
 
 from medfocal._optional import MissingExtraError
 from medfocal.data.readers import SimpleITKReader
 from medfocal.inference.dicom_seg import write_dicom_seg
-
-_REASON = "DICOM SEG needs the dicom extra: pip install 'medfocal[dicom]'"
-pydicom = pytest.importorskip("pydicom", reason=_REASON)
-hd = pytest.importorskip("highdicom", reason=_REASON)
 
 NAMES = ["organ", "lesion"]
 

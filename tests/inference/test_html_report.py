@@ -98,6 +98,7 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
+# justified: a real browser is a system package, not a pip one; .ci/run installs Debian's chromium
 @pytest.mark.skipif(_chromium() is None, reason="no chromium on PATH (Debian: apt-get install chromium)")
 def test_renders_in_headless_chromium(page, tmp_path):
     out, cases = page
