@@ -194,6 +194,31 @@ def _checkpoint_callbacks(trainer: Trainer) -> list[Any]:
     return [cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint)]
 
 
+def load_best_weights(trainer: Trainer, pl_module: LightningModule) -> str | None:
+    """Load the best checkpoint a ``ModelCheckpoint`` kept into ``pl_module``; its path, or None."""
+    for callback in _checkpoint_callbacks(trainer):
+        best = getattr(callback, "best_model_path", "")
+        if best and Path(best).is_file():
+            state = _load_own_checkpoint(best)["state_dict"]
+            state.pop("temperature", None)  # format 1 kept a copy of the card's temperature here
+            pl_module.load_state_dict(state)
+            return best
+    return None
+
+
+def checkpoint_files_to_update(trainer: Trainer, best: str | None) -> list[str]:
+    """The files of the weights a calibration was fitted on: the best checkpoint, else the last ones
+    (the weights in memory at the end of fit)."""
+    if best is not None:
+        return [best]
+    paths = []
+    for callback in _checkpoint_callbacks(trainer):
+        last = getattr(callback, "last_model_path", "")
+        if last and Path(last).is_file():
+            paths.append(last)
+    return paths
+
+
 # ----------------------------------------------------------------------------- callbacks
 class TemperatureScaling(Callback):
     """Fit a temperature on the validation set after ``trainer.fit`` and store it in the checkpoint.
@@ -252,34 +277,12 @@ class TemperatureScaling(Callback):
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._done = False
 
-    def _load_best(self, trainer: Trainer, pl_module: LightningModule) -> str | None:
-        if not self.use_best_checkpoint:
-            return None
-        for callback in _checkpoint_callbacks(trainer):
-            best = getattr(callback, "best_model_path", "")
-            if best and Path(best).is_file():
-                state = _load_own_checkpoint(best)["state_dict"]
-                state.pop("temperature", None)  # format 1 kept a copy of the card's temperature here
-                pl_module.load_state_dict(state)
-                return best
-        return None
-
-    def _files_to_update(self, trainer: Trainer, best: str | None) -> list[str]:
-        if best is not None:
-            return [best]
-        paths = []
-        for callback in _checkpoint_callbacks(trainer):
-            last = getattr(callback, "last_model_path", "")
-            if last and Path(last).is_file():
-                paths.append(last)
-        return paths
-
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.fast_dev_run or trainer.state.stage == "sanity_check" or self._done:
             return
         self._done = True
         original_device = pl_module.device
-        best = self._load_best(trainer, pl_module)
+        best = load_best_weights(trainer, pl_module) if self.use_best_checkpoint else None
         pl_module.to(trainer.strategy.root_device)
         try:
             logits, labels = collect_logits(
@@ -303,7 +306,7 @@ class TemperatureScaling(Callback):
             "n_samples": int(logits.shape[0]),
         }
         if trainer.is_global_zero:
-            for path in self._files_to_update(trainer, best):
+            for path in checkpoint_files_to_update(trainer, best):
                 update_card_file(path, trust=True, temperature=temperature)  # this run's own files
             if self.save_path:
                 trainer.save_checkpoint(self.save_path)

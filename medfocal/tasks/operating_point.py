@@ -27,10 +27,10 @@ from medfocal.metrics.operating_point import OperatingPoint as Point
 from medfocal.tasks.calibration import (
     LogitsFn,
     TemperatureScaling,
-    _checkpoint_callbacks,
-    _load_own_checkpoint,
     _val_dataloader,
+    checkpoint_files_to_update,
     collect_logits,
+    load_best_weights,
 )
 
 __all__ = ["OperatingPoint"]
@@ -120,30 +120,6 @@ class OperatingPoint(Callback):
         if stage == "fit":
             self._check_task(pl_module)
 
-    def _load_best(self, trainer: Trainer, pl_module: LightningModule) -> str | None:
-        if not self.use_best_checkpoint:
-            return None
-        for callback in _checkpoint_callbacks(trainer):
-            best = getattr(callback, "best_model_path", "")
-            if best and Path(best).is_file():
-                state = _load_own_checkpoint(best)["state_dict"]
-                state.pop("temperature", None)
-                pl_module.load_state_dict(state)
-                return best
-        return None
-
-    def _files_to_update(self, trainer: Trainer, best: str | None) -> list[str]:
-        """The files of the weights the point was chosen for: the best checkpoint, else the last one
-        (the weights in memory at the end of fit), as ``TemperatureScaling`` does."""
-        if best is not None:
-            return [best]
-        paths = []
-        for callback in _checkpoint_callbacks(trainer):
-            last = getattr(callback, "last_model_path", "")
-            if last and Path(last).is_file():
-                paths.append(last)
-        return paths
-
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.fast_dev_run or trainer.state.stage == "sanity_check":
             return
@@ -152,7 +128,7 @@ class OperatingPoint(Callback):
             if isinstance(callback, TemperatureScaling):
                 callback.on_fit_end(trainer, pl_module)
         original_device = pl_module.device
-        best = self._load_best(trainer, pl_module)
+        best = load_best_weights(trainer, pl_module) if self.use_best_checkpoint else None
         pl_module.to(trainer.strategy.root_device)
         try:
             logits, labels = collect_logits(pl_module, _val_dataloader(trainer), logits_fn=self.logits_fn)
@@ -176,7 +152,7 @@ class OperatingPoint(Callback):
             "validation_argmax": argmax.validation,
         }
         if trainer.is_global_zero:
-            for path in self._files_to_update(trainer, best):
+            for path in checkpoint_files_to_update(trainer, best):
                 update_card_file(path, trust=True, operating_point=point.to_dict())  # this run's files
             if self.save_path:
                 trainer.save_checkpoint(self.save_path)
