@@ -228,27 +228,12 @@ def _root_error(err: BaseException) -> str:
     return "; ".join(useful) if useful else " ".join(str(err).split())
 
 
-def _is_box_layout(path: Path) -> bool:
-    """A Pascal VOC folder (``Annotations/``) or a COCO / MONAI box JSON (detection data)."""
-    if path.is_dir():
-        return (path / "Annotations").is_dir()
-    if path.suffix.lower() != ".json" or path.name == "dataset.json" or not path.is_file():
-        return False
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
-    if isinstance(data, dict) and "annotations" in data and "images" in data:
-        return True  # COCO
-    entries = [e for v in (data.values() if isinstance(data, dict) else []) if isinstance(v, list) for e in v]
-    return any(isinstance(e, dict) and "box" in e for e in entries)  # MONAI / LUNA16 box JSON
-
-
 def _path_data(path: str) -> dict[str, Any]:
     """A ``data:`` section for a bare path: classification for ``.npz``/class folders/CSV of class labels."""
+    from medfocal.data.boxes.layouts import is_box_layout
     from medfocal.data.layouts import ImageFolderLayout, MedMNISTLayout, detect_layout
 
-    if _is_box_layout(Path(path)):
+    if is_box_layout(Path(path)):
         return {
             "class_path": "medfocal.data.DetectionDataModule",
             "init_args": {"layout": str(path), "num_workers": 0},

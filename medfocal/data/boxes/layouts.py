@@ -33,6 +33,7 @@ __all__ = [
     "BoxLayout",
     "BoxRecord",
     "detect_box_layout",
+    "is_box_layout",
     "read_box_json",
     "read_coco",
     "read_voc",
@@ -316,6 +317,24 @@ def _strip_suffixes(name: str) -> str:
         if name.endswith(suffix):
             return name[: -len(suffix)]
     return name
+
+
+def is_box_layout(path: str | Path) -> bool:
+    """Whether ``path`` is detection data (what :func:`detect_box_layout` reads): a Pascal VOC folder
+    (``Annotations/``), a COCO JSON or a MONAI / LUNA16 box JSON; ``dataset.json`` is a Decathlon file."""
+    path = Path(path)
+    if path.is_dir():
+        return (path / "Annotations").is_dir()
+    if path.suffix.lower() != ".json" or path.name == "dataset.json" or not path.is_file():
+        return False
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    if isinstance(data, dict) and "annotations" in data and "images" in data:
+        return True  # COCO
+    entries = [e for v in (data.values() if isinstance(data, dict) else []) if isinstance(v, list) for e in v]
+    return any(isinstance(e, dict) and "box" in e for e in entries)  # MONAI / LUNA16 box JSON
 
 
 def detect_box_layout(
