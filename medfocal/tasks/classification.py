@@ -14,6 +14,7 @@ from torchmetrics.classification import (
     AUROC,
     Accuracy,
     AveragePrecision,
+    CalibrationError,
     CohenKappa,
     ConfusionMatrix,
     F1Score,
@@ -34,7 +35,9 @@ class ClassificationModule(MedfocalModule):
     task) or ``(B, C)`` multi-hot floats (sigmoid with C > 1: multi-label). Logged per epoch with
     torchmetrics (synchronised across DDP ranks): ``val/accuracy``, ``val/balanced_accuracy`` (macro
     recall; the main metric), ``val/auroc`` (macro one-vs-rest), ``val/f1`` (macro),
-    ``val/average_precision`` (macro; ``val/map`` for multi-label), ``val/recall_<class>`` per class; the
+    ``val/average_precision`` (macro; ``val/map`` for multi-label), ``val/recall_<class>`` per class,
+    ``val/ece`` (top-label expected calibration error, 15 bins, of the temperature-scaled probabilities;
+    not for multi-label) and ``val/kappa_quadratic`` (more than two classes); the
     confusion matrix is kept in ``self.confusion_matrix`` and written to TensorBoard as text. A binary
     sigmoid output is scored as two classes ``[1 - p, p]``, so "macro" means the mean over both.
 
@@ -149,6 +152,9 @@ class ClassificationModule(MedfocalModule):
                 "per_class_recall": Recall(**kw, average="none"),
             }
         )
+        if not self.multilabel:
+            # top-label ECE (Guo et al. 2017, 15 equal-width bins) of the probabilities after the temperature
+            collection.add_metrics({"ece": CalibrationError(**kw, n_bins=15, norm="l1")})
         if not self.multilabel and n_scored > 2:
             # ordinal grades (diabetic retinopathy 0-4...): quadratic-weighted kappa, as the papers report
             collection.add_metrics({"kappa_quadratic": CohenKappa(**kw, weights="quadratic")})

@@ -172,6 +172,26 @@ def test_classification_plan_small_images(classification_npz):
     assert plan.config["model"]["init_args"]["monitor"] == "val/auroc"
     counts = np.asarray(compute_fingerprint(classification_npz).class_counts, float)
     assert net["prior"] == pytest.approx((counts / counts.sum()).tolist(), abs=1e-4)
+    # calibrated after fit; a threshold rule only where the task is binary (this fixture has 3 classes)
+    callbacks = [c["class_path"] for c in plan.config["trainer"]["callbacks"]]
+    assert len(counts) == 3 and callbacks == ["medfocal.tasks.TemperatureScaling"]
+
+
+def test_binary_classification_plan_chooses_an_operating_point(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 60), ("val", 20), ("test", 20)):
+        arrays[f"{split}_images"] = rng.integers(0, 255, (n, 28, 28), dtype=np.uint8)
+        arrays[f"{split}_labels"] = (rng.random((n, 1)) < 0.3).astype(np.uint8)
+    np.savez(tmp_path / "binary.npz", **arrays)
+    plan = _plan(tmp_path / "binary.npz")
+    callbacks = plan.config["trainer"]["callbacks"]
+    assert [c["class_path"] for c in callbacks] == [
+        "medfocal.tasks.TemperatureScaling",
+        "medfocal.tasks.OperatingPoint",
+    ]
+    assert callbacks[1]["init_args"] == {"rule": "youden"}
+    assert "Youden" in render_yaml(plan)
 
 
 def test_preset_loss_and_wrong_kind(lesion_images_2d):

@@ -57,6 +57,11 @@ def test_metrics_agree_with_scikit_learn(make_trainer):
 
     expected_kappa = cohen_kappa_score(labels.numpy(), probs.argmax(1).numpy(), weights="quadratic")
     assert float(metrics["val/kappa_quadratic"]) == pytest.approx(expected_kappa, abs=1e-5)
+    from medfocal.metrics import expected_calibration_error
+
+    expected_ece = float(expected_calibration_error(probs, labels, n_bins=15))
+    assert expected_ece > 0.01  # the untrained stand-in is not calibrated: the check below can fail
+    assert float(metrics["val/ece"]) == pytest.approx(expected_ece, abs=1e-5)
     for name in ("common", "rare", "rarest"):
         assert f"val/recall_{name}" in metrics
     assert module.confusion_matrix.shape == (3, 3)
