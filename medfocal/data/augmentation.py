@@ -38,9 +38,17 @@ from monai.transforms import (
     RandSimulateLowResolutiond,
 )
 
-__all__ = ["COLOUR_MODALITIES", "Augmentation", "augmentation_transforms", "elastic_2d_magnitude"]
+__all__ = [
+    "COLOUR_MODALITIES",
+    "NNUNET_ELASTIC_ALPHA",
+    "Augmentation",
+    "augmentation_transforms",
+    "elastic_2d_magnitude",
+]
 
 COLOUR_MODALITIES = ("rgb", "dermoscopy", "histology")
+#: nnU-Net v1's elastic ``alpha`` range per number of spatial dimensions (``default_*D_augmentation_params``)
+NNUNET_ELASTIC_ALPHA = {2: (0.0, 200.0), 3: (0.0, 900.0)}
 
 
 @dataclass
@@ -55,12 +63,14 @@ class Augmentation:
     Elastic deformation (``elastic_prob``; off by default) displaces every voxel by a random field:
     uniform noise in [-1, 1] per voxel and axis, smoothed by a Gaussian of standard deviation
     ``sigma`` ~ U(``elastic_sigma``) voxels and multiplied by ``alpha`` ~ U(``elastic_magnitude``)
-    voxels, as nnU-Net's (batchgenerators') ``elastic_deform_coordinates`` with its values (9-13, 0-200).
-    3D: MONAI ``Rand3DElasticd`` computes exactly that field. 2D: MONAI ``Rand2DElasticd`` (random
-    offsets on control points, B-spline interpolated) with control points every ``2 * mean(sigma)``
-    pixels and offsets of the standard deviation that the smoothed 2D field has,
-    ``alpha / (sigma * sqrt(12 * pi))`` (see :func:`elastic_2d_magnitude`). Labels are resampled with
-    nearest neighbour (label values kept); the border is reflected.
+    voxels, as nnU-Net's (batchgenerators') ``elastic_deform_coordinates``. ``elastic_magnitude``
+    None takes nnU-Net v1's defaults (:data:`NNUNET_ELASTIC_ALPHA`: 0-900 in 3D, 0-200 in 2D; sigma
+    9-13); its V2 trainer and nnU-Net v2 switched elastic deformation off. 3D: MONAI
+    ``Rand3DElasticd`` computes exactly that field. 2D: MONAI ``Rand2DElasticd`` (random offsets on
+    control points, B-spline interpolated) with control points every ``2 * mean(sigma)`` pixels and
+    offsets of the standard deviation the smoothed 2D field has, ``alpha / (sigma * sqrt(12 * pi))``
+    (:func:`elastic_2d_magnitude`). Labels are resampled with nearest neighbour (label values kept);
+    the border is reflected.
 
     Low-resolution simulation (``lowres_prob``; off by default): MONAI ``RandSimulateLowResolutiond``,
     nnU-Net's ``SimulateLowResolutionTransform``: the image is downsampled by a factor drawn from
@@ -75,7 +85,7 @@ class Augmentation:
     scale_range: float = 0.1
     elastic_prob: float = 0.0
     elastic_sigma: tuple[float, float] = (9.0, 13.0)
-    elastic_magnitude: tuple[float, float] = (0.0, 200.0)
+    elastic_magnitude: tuple[float, float] | None = None
     noise_prob: float = 0.1
     noise_std: float = 0.05
     contrast_prob: float = 0.2
@@ -89,6 +99,8 @@ class Augmentation:
 
     def __post_init__(self) -> None:
         for name in ("elastic_sigma", "elastic_magnitude", "lowres_zoom", "contrast_gamma"):
+            if getattr(self, name) is None:
+                continue
             value = tuple(float(v) for v in getattr(self, name))
             if len(value) != 2 or value[0] > value[1] or value[0] < 0:
                 raise ValueError(
@@ -113,19 +125,20 @@ def elastic_2d_magnitude(sigma: float, alpha: float) -> float:
 
 
 def _elastic(aug: Augmentation, keys: list[str], modes: list[str], spatial_dims: int) -> list:
+    alpha = aug.elastic_magnitude if aug.elastic_magnitude is not None else NNUNET_ELASTIC_ALPHA[spatial_dims]
     if spatial_dims == 3:
         return [
             Rand3DElasticd(
                 keys,
                 sigma_range=aug.elastic_sigma,
-                magnitude_range=aug.elastic_magnitude,
+                magnitude_range=alpha,
                 prob=aug.elastic_prob,
                 mode=modes,
                 padding_mode="reflection",
             )
         ]
     sigma = float(np.mean(aug.elastic_sigma))
-    low, high = (elastic_2d_magnitude(sigma, a) for a in aug.elastic_magnitude)
+    low, high = (elastic_2d_magnitude(sigma, a) for a in alpha)
     return [
         Rand2DElasticd(
             keys,

@@ -39,6 +39,16 @@ def test_defaults_leave_elastic_and_lowres_off():
     assert not names & {"Rand3DElasticd", "Rand2DElasticd", "RandSimulateLowResolutiond"}
 
 
+def test_elastic_magnitude_none_takes_nnunet_v1_defaults_per_dims():
+    (el3,) = augmentation_transforms(_aug(elastic_prob=0.2), ["image"], spatial_dims=3)
+    assert el3.rand_3d_elastic.magnitude_range == (0.0, 900.0)
+    assert el3.rand_3d_elastic.sigma_range == (9.0, 13.0)
+    (el2,) = augmentation_transforms(_aug(elastic_prob=0.2), ["image"], spatial_dims=2)
+    grid = el2.rand_2d_elastic.deform_grid
+    assert grid.spacing == (22.0, 22.0)
+    assert grid.magnitude == pytest.approx((0.0, 200.0 / (11.0 * np.sqrt(12.0 * np.pi))))
+
+
 @pytest.mark.parametrize("spatial_dims", [2, 3])
 def test_elastic_moves_image_and_label_together_and_keeps_label_values(spatial_dims):
     shape = (48, 48) if spatial_dims == 2 else (32, 32, 24)
