@@ -32,6 +32,8 @@ def parser() -> argparse.ArgumentParser:
         "the YAML. The fingerprint is saved beside it (<out>.fingerprint.json).",
         f"presets for --preset (their loss is kept): {', '.join(list_presets())}\n"
         "next: medfocal fit --config plan.yaml\n"
+        "baseline at the same data and time (MONAI UNet + DiceCELoss): "
+        "medfocal fit --config plan.yaml --config baselines/unet_dicece\n"
         "exit status: 0 written, 2 undetectable or ambiguous layout (the message says which option to add).",
     )
     p.add_argument("data", help="dataset folder (layout detected), dataset.json, .csv or MedMNIST .npz")

@@ -4,7 +4,7 @@
 spacing, intensity, 2D resize, label clean-up). :func:`inference_transforms` builds the deterministic
 MONAI ``Compose`` used identically for validation and ``medfocal infer`` (invertible with ``Invertd``);
 :func:`train_transforms` adds foreground-aware patch sampling and the random augmentations described
-by :class:`Augmentation`.
+by :class:`Augmentation` (built in :mod:`medfocal.data.augmentation`; re-exported here).
 
 Example::
 
@@ -32,16 +32,8 @@ from monai.transforms import (
     MapTransform,
     NormalizeIntensityd,
     Orientationd,
-    RandAdjustContrastd,
-    RandAffined,
     RandCropByLabelClassesd,
     RandCropByPosNegLabeld,
-    RandFlipd,
-    RandGaussianNoised,
-    RandHistogramShiftd,
-    RandRotate90d,
-    RandScaleIntensityd,
-    RandShiftIntensityd,
     RandSpatialCropd,
     Resized,
     ScaleIntensityRanged,
@@ -49,6 +41,7 @@ from monai.transforms import (
     SpatialPadd,
 )
 
+from medfocal.data.augmentation import Augmentation, augmentation_transforms
 from medfocal.data.readers import resolve_reader, with_simpleitk
 
 __all__ = [
@@ -221,30 +214,6 @@ class PreprocessingSpec:
                 f"PreprocessingSpec.from_dict: unknown keys {unknown}; expected some of {sorted(known)}"
             )
         return cls(**dict(data))
-
-
-@dataclass
-class Augmentation:
-    """Random augmentations of the training split (probabilities per sample; 0 disables one).
-
-    Spatial ones (flip, rot90, affine) move image and label together; intensity ones touch the image
-    only. ``colour_prob`` applies channel-wise random scale/shift (a colour jitter; MONAI has no HED
-    stain jitter, this is its closest stand-in for histology) and is used for RGB-like modalities only.
-    """
-
-    flip_prob: float = 0.5
-    rot90_prob: float = 0.5
-    affine_prob: float = 0.2
-    rotate_degrees: float = 15.0
-    scale_range: float = 0.1
-    noise_prob: float = 0.1
-    noise_std: float = 0.05
-    contrast_prob: float = 0.2
-    contrast_gamma: tuple[float, float] = (0.7, 1.5)
-    histogram_shift_prob: float = 0.0
-    intensity_prob: float = 0.2
-    intensity_factor: float = 0.1
-    colour_prob: float = 0.3
 
 
 class LabelToIndexd(MapTransform):
@@ -429,55 +398,6 @@ def _crop(
     raise ValueError(f"crop: expected 'pos_neg', 'label_classes' or 'random', got {crop!r}")
 
 
-def _augment(
-    spec: PreprocessingSpec, aug: Augmentation, keys: list[str], patch_size: Sequence[int] | None = None
-) -> list:
-    """Random augmentations; 90° rotations only in the (0, 1) plane and only when its sides are equal.
-
-    ``patch_size`` is the size of what reaches the augmentations (the crop's ``roi_size``, else
-    ``spec.resize``); a rectangular one (``(32, 16)``) would turn into ``(16, 32)`` half the time and
-    break batching, so rot90 is left out there (nnU-Net does the same). ``None`` (whole images of
-    unknown size) keeps rot90: whole images batch only when all have one shape.
-    """
-    image_keys = _image_keys(keys)
-    dims = spec.spatial_dims
-    modes = [_interp(k) for k in keys]
-    out: list = []
-    if aug.flip_prob > 0:
-        out += [RandFlipd(keys, prob=aug.flip_prob, spatial_axis=axis) for axis in range(dims)]
-    square = patch_size is None or int(patch_size[0]) == int(patch_size[1])
-    if aug.rot90_prob > 0 and square:
-        out.append(RandRotate90d(keys, prob=aug.rot90_prob, max_k=3, spatial_axes=(0, 1)))
-    if aug.affine_prob > 0:
-        angle = float(np.deg2rad(aug.rotate_degrees))
-        rotate = (angle,) if dims == 2 else (angle, angle, angle)
-        out.append(
-            RandAffined(
-                keys,
-                prob=aug.affine_prob,
-                rotate_range=rotate,
-                scale_range=(aug.scale_range,) * dims,
-                mode=modes,
-                padding_mode="zeros",
-            )
-        )
-    if not image_keys:
-        return out
-    if aug.intensity_prob > 0:
-        out.append(RandScaleIntensityd(image_keys, factors=aug.intensity_factor, prob=aug.intensity_prob))
-        out.append(RandShiftIntensityd(image_keys, offsets=aug.intensity_factor, prob=aug.intensity_prob))
-    if aug.contrast_prob > 0:
-        out.append(RandAdjustContrastd(image_keys, prob=aug.contrast_prob, gamma=tuple(aug.contrast_gamma)))
-    if aug.histogram_shift_prob > 0:
-        out.append(RandHistogramShiftd(image_keys, num_control_points=10, prob=aug.histogram_shift_prob))
-    if aug.colour_prob > 0 and spec.modality in ("rgb", "dermoscopy", "histology"):
-        out.append(RandScaleIntensityd(image_keys, factors=0.15, prob=aug.colour_prob, channel_wise=True))
-        out.append(RandShiftIntensityd(image_keys, offsets=0.05, prob=aug.colour_prob, channel_wise=True))
-    if aug.noise_prob > 0:
-        out.append(RandGaussianNoised(image_keys, prob=aug.noise_prob, std=aug.noise_std))
-    return out
-
-
 def train_transforms(
     spec: PreprocessingSpec,
     keys: Sequence[str] = ("image", "label"),
@@ -514,6 +434,13 @@ def train_transforms(
         check_roi_size(roi_size, spec.spatial_dims)
         steps += _crop(keys, roi_size, crop, pos_fraction, num_samples, class_ratios, num_classes)
     patch_size = roi_size if roi_size is not None else spec.resize
-    steps += _augment(spec, aug, keys, patch_size)
+    steps += augmentation_transforms(
+        aug,
+        _image_keys(keys),
+        [k for k in keys if _is_mask(k)],
+        spatial_dims=spec.spatial_dims,
+        modality=spec.modality,
+        patch_size=patch_size,
+    )
     steps.append(EnsureTyped(keys, dtype=torch.float32, track_meta=False))
     return Compose(steps)

@@ -99,3 +99,11 @@ def test_infer_with_two_checkpoints_averages_and_refuses_mismatched_cards(tmp_pa
     assert code == 2
     err = capsys.readouterr().err
     assert "class_names differs" in err and "a.ckpt" in err and "c.ckpt" in err
+
+
+def test_plan_help_names_the_baseline_config():
+    from medfocal.cli.plan import parser
+    from medfocal.presets import find_config
+
+    assert "--config plan.yaml --config baselines/unet_dicece" in " ".join(parser().format_help().split())
+    assert find_config("baselines/unet_dicece.yaml").is_file()

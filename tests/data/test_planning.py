@@ -10,10 +10,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 from scipy import ndimage
 
+from medfocal.cli import main
+from medfocal.data import Augmentation, PreprocessingSpec, train_transforms
 from medfocal.data.autolayout import find_layout
 from medfocal.data.fingerprint import compute_fingerprint
 from medfocal.data.layouts import CaseFoldersLayout, PairedFoldersLayout
@@ -21,6 +24,7 @@ from medfocal.data.plan_rules import dynunet_topology, fit_patch, target_spacing
 from medfocal.data.planning import layout_spec, make_plan, parse_budget, plan_dataset, render_yaml
 
 REPO = Path(__file__).resolve().parents[2]
+FIT_FAST = ["--trainer.logger=false", "--trainer.enable_progress_bar=false", "--data.init_args.num_workers=0"]
 
 
 # ---------------------------------------------------------------- rules
@@ -163,6 +167,94 @@ def test_segmentation_plan_2d_few_images(lesion_images_2d):
     for key in ("roi_size", "num_samples", "batch_size", "max_epochs", "strides", "loss", "augmentation"):
         line = next(i for i, t in enumerate(text.splitlines()) if t.strip().startswith(f"{key}:"))
         assert text.splitlines()[line - 1].strip().startswith("# "), key
+
+
+def _reason_above(text: str, key: str) -> str:
+    """The comment line right above the first ``key:`` line of a rendered plan."""
+    lines = text.splitlines()
+    index = next(i for i, t in enumerate(lines) if t.strip().startswith(f"{key}:"))
+    assert lines[index - 1].strip().startswith("# "), key
+    return lines[index - 1].strip()
+
+
+def test_plan_3d_mri_turns_lowres_simulation_on_with_its_reason(lesion_dataset):
+    plan = _plan(lesion_dataset)
+    assert plan.config["data"]["init_args"]["preprocessing"]["modality"] == "mri"
+    aug = plan.config["data"]["init_args"]["augmentation"]
+    assert (aug["lowres_prob"], aug["lowres_zoom"], aug["elastic_prob"]) == (0.25, [0.5, 1.0], 0.0)
+    text = render_yaml(plan)
+    assert _reason_above(text, "lowres_prob").startswith("# low-resolution simulation on (nnU-Net: p 0.25")
+    assert "3D mri volumes" in _reason_above(text, "lowres_prob")
+    assert _reason_above(text, "elastic_prob").startswith("# elastic deformation off")
+    # the block is a valid Augmentation, and the training transforms then simulate low resolution
+    steps = train_transforms(
+        PreprocessingSpec(modality="mri"), roi_size=[16, 16, 16], augmentation=Augmentation(**aug)
+    ).transforms
+    assert [type(t).__name__ for t in steps].count("RandSimulateLowResolutiond") == 1
+
+
+def test_plan_2d_leaves_lowres_and_elastic_off_with_reasons(lesion_images_2d):
+    plan = _plan(lesion_images_2d)
+    aug = plan.config["data"]["init_args"]["augmentation"]
+    assert (aug["lowres_prob"], aug["elastic_prob"]) == (0.0, 0.0)
+    text = render_yaml(plan)
+    assert _reason_above(text, "lowres_prob").startswith("# low-resolution simulation off in 2D")
+    assert _reason_above(text, "elastic_prob").startswith("# elastic deformation off")
+
+
+def test_planned_3d_config_trains_with_lowres_and_elastic(lesion_dataset, tmp_path, monkeypatch):
+    """One training step of the planned 3D config, both new augmentations forced on (p 1)."""
+    monkeypatch.chdir(tmp_path)
+    plan_dataset(lesion_dataset, out=tmp_path / "plan.yaml", show=False)
+    args = ["fit", "--config", "plan.yaml", *FIT_FAST, "--trainer.fast_dev_run=true"]
+    force = [
+        "--data.init_args.augmentation.lowres_prob=1.0",
+        "--data.init_args.augmentation.elastic_prob=1.0",
+    ]
+    assert main([*args, *force]) == 0
+
+
+def test_baseline_config_replaces_network_loss_and_augmentation(
+    lesion_images_2d, tmp_path, monkeypatch, capsys
+):
+    """plan.yaml + configs/baselines/unet_dicece.yaml: MONAI UNet + DiceCELoss; data, trainer as planned."""
+    monkeypatch.chdir(tmp_path)
+    planned = yaml.safe_load(
+        plan_dataset(lesion_images_2d, out=tmp_path / "plan.yaml", show=False).read_text()
+    )
+    args = ["fit", "--config", "plan.yaml", "--config", "baselines/unet_dicece"]
+    assert main([*args, "--print_config"]) == 0
+    merged = yaml.safe_load(capsys.readouterr().out)
+    model, data = merged["model"]["init_args"], merged["data"]["init_args"]
+    planned_net = planned["model"]["init_args"]["model"]["init_args"]
+    assert model["model"]["class_path"] == "medfocal.nets.UNet"
+    net = model["model"]["init_args"]
+    # the plan's dimensions and channels carry over; the UNet's own layout comes from the baseline
+    assert [net[k] for k in ("spatial_dims", "in_channels", "out_channels")] == [
+        planned_net[k] for k in ("spatial_dims", "in_channels", "out_channels")
+    ]
+    assert (net["channels"], net["strides"]) == ([16, 32, 64, 128], [2, 2, 2])
+    assert model["loss"]["class_path"] == "monai.losses.DiceCELoss"
+    assert model["loss"]["init_args"]["to_onehot_y"] and model["loss"]["init_args"]["softmax"]
+    aug = data["augmentation"]
+    assert (aug["flip_prob"], aug["intensity_prob"], aug["intensity_factor"]) == (0.5, 1.0, 0.1)
+    assert aug["affine_prob"] == aug["rot90_prob"] == aug["contrast_prob"] == aug["lowres_prob"] == 0.0
+    planned_data = planned["data"]["init_args"]
+    for key in ("roi_size", "batch_size", "num_samples", "crop", "pos_fraction"):
+        assert data[key] == planned_data[key], key
+    for key, value in planned_data["preprocessing"].items():
+        assert data["preprocessing"][key] == value, key
+    assert merged["trainer"]["max_epochs"] == planned["trainer"]["max_epochs"]
+    assert (
+        model["optimizer"]["init_args"]["lr"] == planned["model"]["init_args"]["optimizer"]["init_args"]["lr"]
+    )
+    # and it trains: one step, then a checkpoint whose card names the baseline's network and loss
+    one_step = ["--trainer.max_steps=1", "--trainer.limit_val_batches=1"]
+    assert main([*args, *one_step, *FIT_FAST]) == 0
+    state = torch.load(next(tmp_path.rglob("last.ckpt")), weights_only=False)
+    assert state["global_step"] == 1
+    assert state["hyper_parameters"]["model"]["class_path"] == "medfocal.nets.UNet"
+    assert "monai.losses.DiceCELoss" in str(state["hyper_parameters"]["loss"])
 
 
 def test_classification_plan_small_images(classification_npz):
