@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+import torch
 from monai.networks import nets as monai_nets
 
 from medfocal.nets.factory import record_init_args, register_model
@@ -68,6 +70,17 @@ class UNet(monai_nets.UNet):
             bias=bias,
         )
         record_init_args(self, UNet, locals())
+        self._divisor = int(np.prod([np.prod(np.atleast_1d(s)) for s in strides]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bad = [int(n) for n in x.shape[2:] if int(n) % self._divisor]
+        if bad:
+            raise ValueError(
+                f"UNet: spatial size {tuple(x.shape[2:])} is not divisible by {self._divisor} (the product "
+                f"of strides {self.strides}); set the patch (roi_size) to multiples of {self._divisor} or "
+                "use fewer strides"
+            )
+        return super().forward(x)
 
 
 @register_model("basic_unet")

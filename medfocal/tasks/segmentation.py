@@ -60,7 +60,9 @@ class SegmentationModule(MedfocalModule):
 
     Args:
         model: the network (``self.model``), e.g. ``monai.networks.nets.UNet``.
-        loss: a medfocal loss, e.g. ``medfocal.losses.DiceFocalLoss``.
+        loss: a medfocal loss, e.g. ``medfocal.losses.DiceFocalLoss``, or any ``loss(logits, target)``
+            module such as MONAI's ``DiceCELoss(to_onehot_y=True, softmax=True)``
+            (``configs/baselines/unet_dicece.yaml``).
         activation: ``"softmax"`` or ``"sigmoid"``; a single sigmoid channel is a binary foreground map.
         optimizer: ``params -> Optimizer`` (LightningCLI ``OptimizerCallable``); default AdamW(lr=1e-3).
         lr_scheduler: ``optimizer -> scheduler`` or None.
