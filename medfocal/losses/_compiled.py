@@ -210,28 +210,71 @@ def grad_logits(
     return torch.stack(outs, 1)
 
 
-class _Kernel:
-    """A function run through ``torch.compile`` (dynamic voxel count), falling back to eager on failure."""
+def sigmoid_sums(
+    x: Tensor,
+    y: Tensor,
+    valid: Tensor | None,
+    alpha: Tensor | None,
+    weight: Tensor | None,
+    gamma: float,
+    focal: bool,
+    region: bool,
+) -> tuple[Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
+    """Sigmoid focal sum and ``(TP, sum p, sum y)`` per (batch, channel) for ``x, y (B, C, N)``.
 
-    def __init__(self, fn: Callable) -> None:
+    The formulas of :func:`medfocal.losses.focal.sigmoid_focal` and
+    :func:`medfocal.losses.region.soft_region_stats`, differentiated by autograd: compiled, the forward
+    and the backward are one elementwise pass each. ``alpha``: 0-d or ``(C,)``; ``weight``: ``(C,)``
+    (0 for a dropped background channel); ``valid``: ``(B, N)``; ``y`` zero where not valid.
+    """
+    q = None if valid is None else valid.unsqueeze(1)
+    focal_sum = tp = sum_p = sum_y = None
+    if focal:
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(x, y, reduction="none")
+        if gamma != 0:
+            one_minus_pt = y * torch.sigmoid(-x) + (1.0 - y) * torch.sigmoid(x)
+            loss = one_minus_pt.clamp_min(torch.finfo(x.dtype).tiny).pow(gamma) * loss
+        if alpha is not None:
+            a = alpha.view(1, -1, 1) if alpha.ndim else alpha
+            loss = loss * (a * y + (1.0 - a) * (1.0 - y))
+        if weight is not None:
+            loss = loss * weight.view(1, -1, 1)
+        if q is not None:
+            loss = loss * q
+        focal_sum = loss.sum(-1).sum()
+    if region:
+        p = torch.sigmoid(x)
+        sum_p = (p if q is None else p * q).sum(-1)
+        tp, sum_y = (p * y).sum(-1), y.sum(-1)
+    return focal_sum, tp, sum_p, sum_y
+
+
+class _Kernel:
+    """A function run through ``torch.compile`` (dynamic voxel count), falling back to eager on failure.
+
+    ``dynamic``: ``(argument position, dimension)`` pairs of the voxel axis, compiled as a dynamic size.
+    """
+
+    def __init__(self, fn: Callable, dynamic: tuple[tuple[int, int], ...] = ((0, 2), (1, 1), (2, 1))) -> None:
         self.fn = fn
+        self.dynamic = dynamic
         self.compiled: Callable | None = None
 
-    def __call__(self, x: Tensor, idx: Tensor, valid: Tensor | None, *args):
+    def __call__(self, *args):
         if _state["broken"] is not None:
-            return self.fn(x, idx, valid, *args)
+            return self.fn(*args)
         if self.compiled is None:
             self.compiled = torch.compile(self.fn, fullgraph=True, dynamic=False)
-        for t, dim in ((x, 2), (idx, 1), (valid, 1)):
-            if t is not None:
-                torch._dynamo.maybe_mark_dynamic(t, dim)
+        for position, dim in self.dynamic:
+            if args[position] is not None:
+                torch._dynamo.maybe_mark_dynamic(args[position], dim)
         try:
             with torch._dynamo.config.patch(recompile_limit=_RECOMPILE_LIMIT):
-                return self.compiled(x, idx, valid, *args)
+                return self.compiled(*args)
         except torch._dynamo.exc.FailOnRecompileLimitHit:
-            return self.fn(x, idx, valid, *args)  # too many variants: this one runs eagerly
+            return self.fn(*args)  # too many variants: this one runs eagerly
         except Exception as err:  # the eager run below tells a bad input from a bad compiler
-            out = self.fn(x, idx, valid, *args)  # raises the real error if the inputs are at fault
+            out = self.fn(*args)  # raises the real error if the inputs are at fault
             _disable(err)
             return out
 
@@ -254,3 +297,4 @@ def reset() -> None:
 
 voxel_sums_kernel = _Kernel(voxel_sums)
 grad_logits_kernel = _Kernel(grad_logits)
+sigmoid_sums_kernel = _Kernel(sigmoid_sums, dynamic=((0, 2), (1, 2), (2, 1)))

@@ -108,6 +108,14 @@ class _RegionFocalLoss(nn.Module):
                 self.region_from_stats, self.lambda_region,
             )  # fmt: skip
         total = act.x.new_zeros(())
+        if self.focal.can_compile_sigmoid(act.x):
+            focal, region = self.lambda_focal > 0, self.lambda_region > 0
+            value, stats = self.focal.compiled_sigmoid(act, t, focal, region)
+            if focal:
+                total = total + self.lambda_focal * value
+            if region:
+                total = total + self.lambda_region * self.region_from_stats(stats)
+            return total
         p_t = None
         if self.lambda_focal > 0:
             terms = self.focal.terms(act, t)

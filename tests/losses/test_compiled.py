@@ -10,6 +10,7 @@ import pytest
 import torch
 from _losses_ref import one_hot, rand_case, soft_dice_ref, softmax_focal_ref
 from monai.losses import DiceCELoss as MonaiDiceCELoss
+from monai.losses import DiceFocalLoss as MonaiDiceFocalLoss
 from monai.losses import DiceLoss as MonaiDiceLoss
 from monai.losses import FocalLoss as MonaiFocalLoss
 
@@ -149,6 +150,53 @@ def test_compiled_no_grad_scaled_backward_and_double_backward(mode):
     (g,) = torch.autograd.grad(value, x, create_graph=True)
     with pytest.raises(RuntimeError):
         torch.autograd.grad(g.sum(), x)
+
+
+SIGMOID_CASES = [
+    pytest.param(lambda: DiceFocalLoss("sigmoid", gamma=2.0), None, id="dice_focal"),
+    pytest.param(
+        lambda: JaccardFocalLoss("sigmoid", gamma=0.5, alpha=0.25, include_background=False),
+        None,
+        id="jaccard_focal_alpha_no_background",
+    ),
+    pytest.param(
+        lambda: DiceFocalLoss("sigmoid", alpha=[0.1, 0.5, 0.7], weight=[0.2, 1.0, 3.0], ignore_index=255),
+        255,
+        id="dice_focal_alpha_weight_ignore",
+    ),
+    pytest.param(lambda: FocalLoss("sigmoid", gamma=0.0, reduction="sum"), None, id="bce_sum"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("make,ignore", SIGMOID_CASES)
+def test_compiled_sigmoid_equals_autograd_path(make, ignore, seg_shape, mode, monkeypatch):
+    """Sigmoid (index targets become one-hot): the compiled sums give the autograd path's values and
+    gradients."""
+    calls = []
+    kernel = compiled.sigmoid_sums_kernel
+    monkeypatch.setattr(compiled, "sigmoid_sums_kernel", lambda *a: calls.append(1) or kernel(*a))
+    x, t = rand_case(seg_shape, ignore=ignore)
+    loss = make()
+    eager_value, eager_grad, _ = value_and_grad(loss, x, t, "off")
+    assert not calls
+    value, grad, _ = value_and_grad(loss, x, t, "always")
+    assert calls and compiled._state["broken"] is None
+    torch.testing.assert_close(value, eager_value, **TIGHT)
+    torch.testing.assert_close(grad, eager_grad, **TIGHT)
+
+
+@pytest.mark.slow
+def test_compiled_sigmoid_dice_focal_equals_monai(seg_shape, mode):
+    mode("always")
+    x, _ = rand_case(seg_shape)
+    y = (torch.rand(seg_shape) > 0.6).double()
+    ours = DiceFocalLoss("sigmoid", gamma=2.0, alpha=0.25)(x, y)
+    ref = MonaiDiceFocalLoss(sigmoid=True, gamma=2.0, alpha=0.25)(x, y)  # its focal term: float32 inside
+    torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(
+        torch.autograd.grad(ours, x)[0], torch.autograd.grad(ref, x)[0], rtol=1e-5, atol=1e-9
+    )
 
 
 def test_mode_and_when_it_applies(mode, monkeypatch):
