@@ -286,7 +286,9 @@ class FocalLoss(nn.Module):
     loss and gradients stay finite for logits up to ±1e4. Unlike MONAI's ``FocalLoss(use_softmax=True)``
     the mean is over voxels, not voxels x channels (MONAI's value is this one divided by ``C``).
     Softmax with class-index targets runs a fused kernel with an analytic gradient
-    (:mod:`medfocal.losses._fused`): first derivatives only (double backward raises).
+    (:mod:`medfocal.losses._fused`): first derivatives only (double backward raises). On the CPU, from
+    2^20 logits, it and the sigmoid terms run compiled (:mod:`medfocal.losses._compiled`: one pass forward,
+    one backward; the first call compiles; ``MEDFOCAL_COMPILED_LOSS=off`` keeps everything eager).
 
     Args:
         activation: ``"softmax"`` (mutually exclusive classes, C >= 2) or ``"sigmoid"``.
