@@ -147,7 +147,7 @@ class DiceFocalLoss(_RegionFocalLoss):
     soft TP, no one-hot, analytic gradient; double backward raises). On the CPU, from 2^20 logits, the
     fused pass is compiled into one loop over the voxels forward and one backward
     (:mod:`medfocal.losses._compiled`; ``MEDFOCAL_COMPILED_LOSS=off`` keeps it eager), as is the sigmoid
-    variant: 6-10x MONAI's ``DiceFocalLoss`` with a fifth of its saved memory (``bench/losses.py``).
+    variant: 5.7-12x MONAI's ``DiceFocalLoss`` with a fifth of its saved memory (``bench/losses.py``).
 
     Args:
         gamma: focal focusing parameter.
