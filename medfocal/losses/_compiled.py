@@ -136,11 +136,13 @@ def voxel_sums(
     gamma: float,
     focal: bool,
     region: bool,
-) -> tuple[Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
-    """Focal sum and ``(TP, sum p, sum y)`` per (batch, class), one pass over ``x (B, C, N)``.
+) -> tuple[Tensor | None, Tensor | None, Tensor | None, Tensor | None, Tensor, Tensor]:
+    """Focal sum, ``(TP, sum p, sum y)`` per (batch, class) and the index range: one pass over ``x``.
 
     ``idx``: ``(B, N)`` class indices; ``valid``: ``(B, N)`` mask or None; ``factor``: ``(C,)`` per-class
-    focal weight (alpha x weight) or None. Unrequested parts come back as None.
+    focal weight (alpha x weight) or None. Unrequested parts come back as None; the last two outputs are
+    the smallest and largest index of each batch element (an index outside ``[0, C)`` matches no class
+    here, so the caller checks them instead of a separate pass over the target).
     """
     ps, hit, logp_t, _ = _softmax_terms(x, idx)
     focal_sum = tp = sum_p = sum_y = None
@@ -155,7 +157,7 @@ def voxel_sums(
         sum_p = torch.stack([pk.sum(-1) for pk in pq], 1)
         tp = torch.stack([torch.where(h, pk, 0).sum(-1) for h, pk in zip(hit, pq)], 1)
         sum_y = torch.stack([torch.where(h, ones, 0).sum(-1) for h in hit], 1)
-    return focal_sum, tp, sum_p, sum_y
+    return focal_sum, tp, sum_p, sum_y, idx.amin(-1), idx.amax(-1)
 
 
 def _focal_grad(logp_t: Tensor, p_t: Tensor, gamma: float) -> Tensor:

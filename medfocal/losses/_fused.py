@@ -271,13 +271,18 @@ class CompiledSoftmaxIndexLoss(torch.autograd.Function):
         region_fn: Callable[[RegionStats], Tensor] | None,
         lambda_r: float,
         need_grad: bool,
+        check_range: Callable[[], None] | None = None,
     ) -> Tensor:
         with torch.autocast(x.device.type, enabled=False):
             b, c = x.shape[:2]
             xf, idx = x.reshape(b, c, -1), index.reshape(b, -1)
             q = None if valid is None else valid.reshape(b, -1)
             focal, region = lambda_f > 0, region_fn is not None and lambda_r > 0
-            focal_sum, tp, sum_p, sum_y = compiled.voxel_sums_kernel(xf, idx, q, factor, gamma, focal, region)
+            focal_sum, tp, sum_p, sum_y, lo, hi = compiled.voxel_sums_kernel(
+                xf, idx, q, factor, gamma, focal, region
+            )
+            if check_range is not None and bool((lo.min() < 0) | (hi.max() >= c)):
+                check_range()  # raises the target's ValueError (out-of-range labels matched no class)
             total = x.new_zeros(())
             scale = a_bc = s_bc = None
             if focal:
@@ -308,7 +313,7 @@ class CompiledSoftmaxIndexLoss(torch.autograd.Function):
                 factor, ctx.gamma, None if scale is None else scale * go,
                 None if a_bc is None else a_bc * go, None if s_bc is None else s_bc * go,
             )  # fmt: skip
-        return (dx.view(x.shape), *([None] * 9))
+        return (dx.view(x.shape), *([None] * 10))
 
 
 def fused_softmax_index_loss(
@@ -321,12 +326,19 @@ def fused_softmax_index_loss(
     lambda_f: float,
     region_fn: Callable[[RegionStats], Tensor] | None = None,
     lambda_r: float = 0.0,
+    check_range: Callable[[], None] | None = None,
 ) -> Tensor:
     """``lambda_f * focal + lambda_r * region`` for softmax logits and class indices, fused.
 
     On the CPU (large inputs) the compiled one-pass kernels (:class:`CompiledSoftmaxIndexLoss`), else the
     eager :class:`FusedSoftmaxIndexLoss`; the gradient is prepared only when autograd will ask for it.
+    ``check_range``: the target's deferred class-index check (:attr:`Target.check_range`); the compiled
+    forward reads the index range in its own pass and calls it only when the range is wrong.
     """
     need_grad = torch.is_grad_enabled() and x.requires_grad
-    function = CompiledSoftmaxIndexLoss if compiled.applies(x) else FusedSoftmaxIndexLoss
-    return function.apply(x, index, valid, gamma, factor, norm, lambda_f, region_fn, lambda_r, need_grad)
+    args = (x, index, valid, gamma, factor, norm, lambda_f, region_fn, lambda_r, need_grad)
+    if compiled.applies(x):
+        return CompiledSoftmaxIndexLoss.apply(*args, check_range)
+    if check_range is not None:
+        check_range()
+    return FusedSoftmaxIndexLoss.apply(*args)

@@ -390,6 +390,17 @@ class FocalLoss(nn.Module):
             and self._gamma_fn() is None
         )
 
+    def defers_range_check(self, x: Tensor) -> bool:
+        """True when the compiled fused kernel will check the class-index range in its own pass (the
+        target's separate check pass is skipped: ``normalise_target(check_range=False)``)."""
+        return (
+            self.activation == Activation.SOFTMAX
+            and self.label_smoothing == 0
+            and self._gamma_fn() is None
+            and self.weight is None  # fused_inputs indexes the weights by class before the kernel runs
+            and compiled.applies(x)
+        )
+
     def fused_inputs(self, x: Tensor, target: Target) -> tuple[Tensor | None, Tensor | float]:
         """Per-class factor (alpha x weight) and the reduction's normaliser for the fused path."""
         alpha, weight = self.class_factors(x.shape[1], x)
@@ -476,11 +487,17 @@ class FocalLoss(nn.Module):
 
     def _forward(self, logits: Tensor, target: Tensor) -> Tensor:
         act = Activated(logits, self.activation)
-        norm_target = normalise_target(act.x, target, self.activation, self.ignore_index)
+        defer = self.reduction != "none" and self.defers_range_check(act.x)
+        norm_target = normalise_target(act.x, target, self.activation, self.ignore_index, not defer)
         if self.reduction != "none" and self.can_fuse(norm_target):
             factor, norm = self.fused_inputs(act.x, norm_target)
             valid = norm_target.valid_as(act.x)
-            return fused_softmax_index_loss(act.x, norm_target.index, valid, self.gamma, factor, norm, 1.0)
+            return fused_softmax_index_loss(
+                act.x, norm_target.index, valid, self.gamma, factor, norm, 1.0,
+                check_range=norm_target.check_range,
+            )  # fmt: skip
+        if norm_target.check_range is not None:
+            norm_target.check_range()
         if self.reduction != "none" and self.can_compile_sigmoid(act.x):
             return self.compiled_sigmoid(act, norm_target)[0]
         return reduce_loss(self.terms(act, norm_target), self.reduction)

@@ -100,13 +100,16 @@ class _RegionFocalLoss(nn.Module):
 
     def _forward(self, logits: Tensor, target: Tensor) -> Tensor:
         act = Activated(logits, self.activation)
-        t = normalise_target(act.x, target, self.activation, self.ignore_index)
+        defer = self.focal.defers_range_check(act.x)
+        t = normalise_target(act.x, target, self.activation, self.ignore_index, not defer)
         if self.focal.can_fuse(t):
             factor, norm = self.focal.fused_inputs(act.x, t)
             return fused_softmax_index_loss(
                 act.x, t.index, t.valid_as(act.x), self.focal.gamma, factor, norm, self.lambda_focal,
-                self.region_from_stats, self.lambda_region,
+                self.region_from_stats, self.lambda_region, t.check_range,
             )  # fmt: skip
+        if t.check_range is not None:
+            t.check_range()
         total = act.x.new_zeros(())
         if self.focal.can_compile_sigmoid(act.x):
             focal, region = self.lambda_focal > 0, self.lambda_region > 0

@@ -21,6 +21,7 @@ from medfocal.losses import (
     FocalTverskyLoss,
     JaccardFocalLoss,
     TverskyFocalLoss,
+    _targets,
 )
 from medfocal.losses import _compiled as compiled
 
@@ -150,6 +151,32 @@ def test_compiled_no_grad_scaled_backward_and_double_backward(mode):
     (g,) = torch.autograd.grad(value, x, create_graph=True)
     with pytest.raises(RuntimeError):
         torch.autograd.grad(g.sum(), x)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "make",
+    [lambda: DiceFocalLoss(), lambda: FocalLoss(gamma=2.0, alpha=[0.2, 0.3, 0.5])],
+    ids=["dice", "focal"],
+)
+def test_compiled_checks_the_label_range_in_its_own_pass(make, mode, monkeypatch):
+    """The forward kernel reads the index range: no separate pass over the target when the labels are
+    right, the usual ValueError when they are not (an out-of-range label matches no class in the kernel)."""
+    mode("always")
+    calls = []
+    original = _targets._check_index_range
+    monkeypatch.setattr(_targets, "_check_index_range", lambda *a: calls.append(1) or original(*a))
+    x, t = rand_case((2, 3, 5, 4, 3))
+    make()(x, t)
+    assert not calls
+    for wrong, seen in ((3, r"\[0, 3\]"), (-1, r"\[-1, 2\]")):
+        bad = t.clone()
+        bad[1, 2, 3, 0] = wrong
+        with pytest.raises(
+            ValueError, match=r"class indices must lie in \[0, 2\] for logits with C=3, got values in " + seen
+        ):
+            make()(x, bad)
+    assert len(calls) == 2
 
 
 SIGMOID_CASES = [
