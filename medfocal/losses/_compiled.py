@@ -6,8 +6,8 @@ that a compiler can fuse. Here the per-voxel work is written as two pure functio
 inductor turns into one C++/OpenMP loop nest each:
 
 - forward (:func:`voxel_sums`): one pass over ``x (B, C, N)`` and the class indices gives the focal sum
-  ``sum_v -w_v (1 - p_t)^gamma log p_t`` and the region statistics ``TP``, ``sum p``, ``sum y`` per
-  (batch, class);
+  ``sum_v -w_v (1 - p_t)^gamma log p_t``, the region statistics ``TP``, ``sum p``, ``sum y`` per
+  (batch, class) and the range of the class indices (the label check, without a pass of its own);
 - backward (:func:`grad_logits`): one pass gives
 
   .. math::
@@ -16,6 +16,10 @@ inductor turns into one C++/OpenMP loop nest each:
 
   from the ``(B, C)`` derivatives ``S = dL/d(sum p)`` and ``A = dL/dTP`` of the region term (autograd on
   the tiny statistics, so every region index shares this path), with entries below 1e-30 flushed to 0.
+
+The sigmoid terms (:func:`sigmoid_sums`: focal sum and region statistics of one-vs-rest channels) are
+elementwise; there autograd differentiates the compiled formulas and inductor fuses forward and backward
+into one pass each.
 
 The softmax over classes is unrolled (``C <= MAX_CLASSES``), so no ``(B, C, N)`` intermediate is stored;
 ``N`` is compiled as a dynamic size, so one compilation serves every patch or volume size of a given batch
