@@ -5,15 +5,21 @@ Pairs (softmax, class-index targets ``(B, 1, *spatial)``, float32 logits):
 - ``DiceFocalLoss`` vs MONAI ``DiceFocalLoss(softmax=True, to_onehot_y=True)`` (goal >= 4x on CPU with
   2 threads, aim 6x; issue 19). MONAI's softmax=True uses a *sigmoid* focal term (MONAI issue 8242), so the
   two do not compute the same value: the comparison is of what each library offers for "Dice + focal".
+- ``DiceFocalLoss("sigmoid")`` vs MONAI ``DiceFocalLoss(sigmoid=True, to_onehot_y=True)`` (the same value:
+  one-vs-rest channels from the class indices).
 - ``JaccardFocalLoss`` vs MONAI ``DiceLoss(jaccard=True) + FocalLoss(use_softmax=True)``.
 - ``FocalTverskyLoss`` (gamma 0.75) vs MONAI ``TverskyLoss(reduction="none") ** 0.75`` averaged.
 - ``UnifiedFocalLoss`` vs MONAI ``AsymmetricUnifiedFocalLoss`` on softmax probabilities (2 classes only:
   MONAI supports no more).
 
-Times: repetitions interleaved (MONAI, medfocal, MONAI, ...), medians reported, since the machines are
-shared and noisy; the load average before and after is printed. ``bound`` is the memory-bandwidth floor:
-the bytes a loss must move at least (read the logits and the target, write the gradient) divided by the
-bandwidth of a large ``torch`` copy measured in the same run with the same threads.
+Times: repetitions interleaved (MONAI, medfocal, medfocal eager, MONAI, ...), medians reported, since the
+machines are shared and noisy; the load average before and after is printed. ``ours`` is the default
+path (on the CPU, the compiled one-pass kernels of ``medfocal/losses/_compiled.py`` where they apply),
+``eager`` the same loss with ``MEDFOCAL_COMPILED_LOSS=off`` (the eager fused path), ``compile s`` the
+first call (compilation, or loading inductor's on-disk cache) of the default path. ``bound`` is the
+memory-bandwidth floor: the bytes a loss must move at least (read the logits and the target, write the
+gradient) divided by the bandwidth of a large ``torch`` copy measured in the same run with the same
+threads.
 
 Memory: on CPU, the bytes of the tensors autograd saves for backward (distinct storages, counted through
 ``torch.autograd.graph.saved_tensors_hooks``). On CUDA, ``torch.cuda.max_memory_allocated`` during
@@ -37,7 +43,7 @@ from monai.losses import DiceFocalLoss as MonaiDiceFocalLoss
 from monai.losses import FocalLoss as MonaiFocalLoss
 from torch import nn
 
-from medfocal.losses import DiceFocalLoss, FocalTverskyLoss, JaccardFocalLoss, UnifiedFocalLoss
+from medfocal.losses import DiceFocalLoss, FocalTverskyLoss, JaccardFocalLoss, UnifiedFocalLoss, _compiled
 
 CASES = [(2, 3, 64, 64, 64), (16, 2, 256, 256)]
 # a GPU also gets volumes of the size it trains on, where the work is memory-bound rather than launch-bound
@@ -73,6 +79,21 @@ class _MonaiUnified(nn.Module):
         return self.loss(torch.softmax(x, 1), t)  # MONAI's takes probabilities
 
 
+class _Eager(nn.Module):
+    """A medfocal loss with the compiled kernels switched off (the eager fused path)."""
+
+    def __init__(self, loss: nn.Module) -> None:
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        _compiled.set_mode("off")
+        try:
+            return self.loss(x, t)
+        finally:
+            _compiled.set_mode(None)
+
+
 @dataclass(frozen=True)
 class Pair:
     """A medfocal loss, its MONAI counterpart, the goal ratio (or None) and the class counts it supports."""
@@ -90,6 +111,11 @@ PAIRS = [
         lambda: DiceFocalLoss("softmax", gamma=2.0),
         lambda: MonaiDiceFocalLoss(softmax=True, to_onehot_y=True, gamma=2.0),
         ">=4x (6x)",
+    ),
+    Pair(
+        "dice_focal_sig",
+        lambda: DiceFocalLoss("sigmoid", gamma=2.0),
+        lambda: MonaiDiceFocalLoss(sigmoid=True, to_onehot_y=True, gamma=2.0),
     ),
     Pair("jaccard_focal", lambda: JaccardFocalLoss("softmax", gamma=2.0), _MonaiJaccardFocal),
     Pair("focal_tversky", lambda: FocalTverskyLoss("softmax", gamma=0.75), _MonaiFocalTversky),
@@ -157,24 +183,24 @@ def run_case(pair: Pair, shape, device: str, reps: int, bytes_per_s: float) -> d
     g = torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=g).to(device).requires_grad_()
     t = torch.randint(0, shape[1], (shape[0], 1, *shape[2:]), generator=g).to(device)
-    ours, monai = pair.ours().to(device), pair.monai().to(device)
-    for loss in (monai, ours):  # warm-up
-        step(loss, x, t, device)
-    times: dict[str, list[float]] = {"monai": [], "ours": []}
+    losses = {"monai": pair.monai().to(device), "ours": pair.ours().to(device)}
+    losses["eager"] = _Eager(pair.ours().to(device))
+    first = {name: step(loss, x, t, device) for name, loss in losses.items()}  # warm-up (and compile)
+    times: dict[str, list[float]] = {name: [] for name in losses}
     for _ in range(reps):
-        times["monai"].append(step(monai, x, t, device))
-        times["ours"].append(step(ours, x, t, device))
+        for name, loss in losses.items():
+            times[name].append(step(loss, x, t, device))
     # at least: read the logits and the target, write the gradient of the logits
     must_move = 2 * x.numel() * x.element_size() + t.numel() * t.element_size()
     return {
         "loss": pair.name,
         "case": f"{tuple(shape)} {device}",
-        "monai_s": statistics.median(times["monai"]),
-        "ours_s": statistics.median(times["ours"]),
+        **{f"{name}_s": statistics.median(v) for name, v in times.items()},
+        "compile_s": first["ours"],
         "bound_s": must_move / bytes_per_s,
         "goal": pair.goal,
-        "monai_mb": memory(monai, x, t, device) / 2**20,
-        "ours_mb": memory(ours, x, t, device) / 2**20,
+        "monai_mb": memory(losses["monai"], x, t, device) / 2**20,
+        "ours_mb": memory(losses["ours"], x, t, device) / 2**20,
     }
 
 
@@ -194,8 +220,8 @@ def main() -> None:
         f"medians; load average before: {os.getloadavg()[0]:.1f}"
     )
     header = (
-        f"{'loss':<15}{'case':<26}{'MONAI ms':>9}{'ours ms':>9}{'ratio':>7}{'goal':>11}"
-        f"{'bound ms':>10}{'ours/bound':>11}{'MONAI MiB':>10}{'ours MiB':>9}"
+        f"{'loss':<16}{'case':<24}{'MONAI ms':>9}{'ours ms':>8}{'ratio':>7}{'goal':>10}{'eager ms':>9}"
+        f"{'ratio':>6}{'compile s':>10}{'bound ms':>9}{'ours/bound':>11}{'MONAI MiB':>10}{'ours MiB':>9}"
     )
     print(header)
     print("-" * len(header))
@@ -207,8 +233,9 @@ def main() -> None:
                     continue
                 r = run_case(pair, shape, device, args.reps, bytes_per_s)
                 print(
-                    f"{r['loss']:<15}{r['case']:<26}{r['monai_s'] * 1e3:>9.1f}{r['ours_s'] * 1e3:>9.1f}"
-                    f"{r['monai_s'] / r['ours_s']:>6.1f}x{r['goal']:>11}{r['bound_s'] * 1e3:>10.2f}"
+                    f"{r['loss']:<16}{r['case']:<24}{r['monai_s'] * 1e3:>9.1f}{r['ours_s'] * 1e3:>8.1f}"
+                    f"{r['monai_s'] / r['ours_s']:>6.1f}x{r['goal']:>10}{r['eager_s'] * 1e3:>9.1f}"
+                    f"{r['monai_s'] / r['eager_s']:>5.1f}x{r['compile_s']:>10.1f}{r['bound_s'] * 1e3:>9.2f}"
                     f"{r['ours_s'] / r['bound_s']:>10.1f}x{r['monai_mb']:>10.1f}{r['ours_mb']:>9.1f}"
                 )
         print(f"{device}: copy bandwidth {bytes_per_s / 1e9:.1f} GB/s (read + write)")

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from medfocal.losses import _compiled as compiled
 from medfocal.losses.region import RegionStats, class_sums
 
 # p_t below this (float32) has lost relative precision in softmax: use the exact log-sum-exp value.
@@ -91,15 +92,12 @@ class FusedSoftmaxIndexLoss(torch.autograd.Function):
         s_bc = None
         if region_fn is not None and lambda_r > 0:
             idx = index.reshape(b, -1)
-            stats = _index_stats(p, p_t, idx, valid)
-            with torch.enable_grad():
-                tp_, sp_ = stats.tp.requires_grad_(), stats.sum_p.requires_grad_()
-                region = region_fn(RegionStats(tp_, sp_, stats.sum_y))
-                grads = torch.autograd.grad(region, (tp_, sp_), allow_unused=True) if need_grad else None
-            total = total + lambda_r * region.detach()
-            if grads is not None:
-                a_bc = torch.zeros_like(stats.tp) if grads[0] is None else grads[0] * lambda_r
-                s_bc = torch.zeros_like(stats.tp) if grads[1] is None else grads[1] * lambda_r
+            region, a_bc, s_bc = region_value_and_grads(
+                _index_stats(p, p_t, idx, valid), region_fn, need_grad
+            )
+            total = total + lambda_r * region
+            if a_bc is not None:
+                a_bc, s_bc = a_bc * lambda_r, s_bc * lambda_r
                 a_t = a_bc.gather(1, idx).view(p_t.shape)
                 if valid is not None:
                     a_t.mul_(valid)
@@ -117,6 +115,24 @@ class FusedSoftmaxIndexLoss(torch.autograd.Function):
         if not grad_out.is_cuda and float(grad_out) == 1.0:  # loss.backward(): skip a full-size multiply
             return (dx, *([None] * 9))
         return (grad_out * dx, *([None] * 9))
+
+
+def region_value_and_grads(
+    stats: RegionStats, region_fn: Callable[[RegionStats], Tensor], need_grad: bool
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """``region_fn(stats)`` and, when ``need_grad``, its derivatives w.r.t. ``TP`` and ``sum p`` (``(B, C)``).
+
+    Autograd on the tiny statistics, so every region index (Dice, Jaccard, Tversky, ...) shares the fused
+    voxel paths; an index that ignores ``TP`` or ``sum p`` gets zeros.
+    """
+    with torch.enable_grad():
+        tp, sum_p = stats.tp.detach().requires_grad_(), stats.sum_p.detach().requires_grad_()
+        region = region_fn(RegionStats(tp, sum_p, stats.sum_y))
+        if not need_grad:
+            return region.detach(), None, None
+        grads = torch.autograd.grad(region, (tp, sum_p), allow_unused=True)
+    a_bc, s_bc = (torch.zeros_like(tp) if g is None else g for g in grads)
+    return region.detach(), a_bc, s_bc
 
 
 # far below any gradient that can move a weight (losses are means over >= 1 voxel, lr * 1e-30 is nothing),
@@ -235,6 +251,71 @@ def _grad_logits_(p: Tensor, idx1: Tensor, h: Tensor, s_bc: Tensor | None, valid
     return p.scatter_add_(1, idx1, h.unsqueeze(1))
 
 
+class CompiledSoftmaxIndexLoss(torch.autograd.Function):
+    """:class:`FusedSoftmaxIndexLoss` on the compiled one-pass kernels of :mod:`medfocal.losses._compiled`.
+
+    Forward: one pass for the focal sum and the region statistics; backward: one pass for ``dL/dx``
+    (recomputing the softmax from the saved logits costs less than storing and re-reading the gradient).
+    """
+
+    @staticmethod
+    def forward(
+        ctx,
+        x: Tensor,
+        index: Tensor,
+        valid: Tensor | None,
+        gamma: float,
+        factor: Tensor | None,
+        norm: Tensor | float,
+        lambda_f: float,
+        region_fn: Callable[[RegionStats], Tensor] | None,
+        lambda_r: float,
+        need_grad: bool,
+        check_range: Callable[[], None] | None = None,
+    ) -> Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            b, c = x.shape[:2]
+            xf, idx = x.reshape(b, c, -1), index.reshape(b, -1)
+            q = None if valid is None else valid.reshape(b, -1)
+            focal, region = lambda_f > 0, region_fn is not None and lambda_r > 0
+            focal_sum, tp, sum_p, sum_y, lo, hi = compiled.voxel_sums_kernel(
+                xf, idx, q, factor, gamma, focal, region
+            )
+            if check_range is not None and bool((lo.min() < 0) | (hi.max() >= c)):
+                check_range()  # raises the target's ValueError (out-of-range labels matched no class)
+            total = x.new_zeros(())
+            scale = a_bc = s_bc = None
+            if focal:
+                scale = lambda_f / norm if isinstance(norm, float) else lambda_f / norm.clamp_min(1e-12)
+                scale = torch.as_tensor(scale, dtype=x.dtype)
+                total = total + scale * focal_sum
+            if region:
+                value, a_bc, s_bc = region_value_and_grads(
+                    RegionStats(tp, sum_p, sum_y), region_fn, need_grad
+                )
+                total = total + lambda_r * value
+                if a_bc is not None:
+                    a_bc, s_bc = a_bc * lambda_r, s_bc * lambda_r
+            if need_grad:
+                ctx.save_for_backward(x, index, valid, factor, scale, a_bc, s_bc)
+                ctx.gamma = gamma
+            return total
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        x, index, valid, factor, scale, a_bc, s_bc = ctx.saved_tensors
+        b, c = x.shape[:2]
+        go = grad_out.to(x.dtype)
+        with torch.autocast(x.device.type, enabled=False):
+            dx = compiled.grad_logits_kernel(
+                x.reshape(b, c, -1), index.reshape(b, -1), None if valid is None else valid.reshape(b, -1),
+                factor, ctx.gamma, None if scale is None else scale * go,
+                None if a_bc is None else a_bc * go, None if s_bc is None else s_bc * go,
+            )  # fmt: skip
+        return (dx.view(x.shape), *([None] * 10))
+
+
 def fused_softmax_index_loss(
     x: Tensor,
     index: Tensor,
@@ -245,9 +326,19 @@ def fused_softmax_index_loss(
     lambda_f: float,
     region_fn: Callable[[RegionStats], Tensor] | None = None,
     lambda_r: float = 0.0,
+    check_range: Callable[[], None] | None = None,
 ) -> Tensor:
-    """Apply :class:`FusedSoftmaxIndexLoss` (gradient prepared only when autograd will ask for it)."""
+    """``lambda_f * focal + lambda_r * region`` for softmax logits and class indices, fused.
+
+    On the CPU (large inputs) the compiled one-pass kernels (:class:`CompiledSoftmaxIndexLoss`), else the
+    eager :class:`FusedSoftmaxIndexLoss`; the gradient is prepared only when autograd will ask for it.
+    ``check_range``: the target's deferred class-index check (:attr:`Target.check_range`); the compiled
+    forward reads the index range in its own pass and calls it only when the range is wrong.
+    """
     need_grad = torch.is_grad_enabled() and x.requires_grad
-    return FusedSoftmaxIndexLoss.apply(
-        x, index, valid, gamma, factor, norm, lambda_f, region_fn, lambda_r, need_grad
-    )
+    args = (x, index, valid, gamma, factor, norm, lambda_f, region_fn, lambda_r, need_grad)
+    if compiled.applies(x):
+        return CompiledSoftmaxIndexLoss.apply(*args, check_range)
+    if check_range is not None:
+        check_range()
+    return FusedSoftmaxIndexLoss.apply(*args)

@@ -44,6 +44,9 @@ class Target:
     dense: Tensor | None
     valid: Tensor | None
     num_classes: int
+    #: the class-index range check, when ``normalise_target(check_range=False)`` left it to the caller
+    #: (the compiled loss kernels read the range in their own pass); raises the usual ValueError
+    check_range: Callable[[], None] | None = None
 
     def valid_as(self, like: Tensor) -> Tensor | None:
         """``valid`` as ``like``'s float dtype, or None."""
@@ -116,10 +119,8 @@ def check_values(what: str, target: Tensor, bad: Callable[[], Tensor], message: 
         _CHECKED_ON_DEVICE.add(key)
 
 
-def _check_index_values(
-    target: Tensor, index: Tensor, n_labels: int, c: int, ignore_index: int | None
-) -> None:
-    """Float class indices must be integers; every index in ``[0, n_labels)`` (ignored voxels excluded)."""
+def _check_index_values(target: Tensor) -> None:
+    """Float class indices must be integers."""
     if target.is_floating_point():
         check_values(
             "integer", target, lambda: (target != target.round()).any(),
@@ -129,6 +130,10 @@ def _check_index_values(
             "turn 0.9 into class 0); round or threshold the labels (e.g. preprocessing.label_threshold), "
             "or pass probabilities as a one-hot/soft target of the logits' shape",
         )  # fmt: skip
+
+
+def _check_index_range(index: Tensor, n_labels: int, c: int, ignore_index: int | None) -> None:
+    """Every class index in ``[0, n_labels)`` (ignored voxels, already set to 0, excluded)."""
 
     def message() -> str:
         lo, hi = torch.stack(torch.aminmax(index)).tolist()
@@ -168,7 +173,7 @@ def _check_dense_values(dense: Tensor, activation: str) -> None:
 
 
 def normalise_target(
-    logits: Tensor, target: Tensor, activation: str, ignore_index: int | None = None
+    logits: Tensor, target: Tensor, activation: str, ignore_index: int | None = None, check_range: bool = True
 ) -> Target:
     """Bring any accepted target format into a :class:`Target`.
 
@@ -180,6 +185,8 @@ def normalise_target(
             rest) target, or the binary mask itself when ``C == 1``.
         ignore_index: label value excluded from every term (for dense targets: voxels where any channel
             equals it).
+        check_range: False leaves the class-index range check of a softmax index target to the caller, as
+            :attr:`Target.check_range` (a pass over the target saved where a kernel reads the range anyway).
 
     Raises:
         ValueError: wrong target shape, class index out of range, non-integer float class indices, dense
@@ -212,7 +219,11 @@ def normalise_target(
         valid = index != ignore_index
         index = index.masked_fill(~valid, 0)
     n_labels = max(c, 2)  # a single sigmoid channel takes labels 0 and 1
-    _check_index_values(raw, index, n_labels, c, ignore_index)
+    _check_index_values(raw)
+    if not check_range and activation == Activation.SOFTMAX:
+        pending = lambda: _check_index_range(index, n_labels, c, ignore_index)  # noqa: E731
+        return Target(index=index, dense=None, valid=valid, num_classes=c, check_range=pending)
+    _check_index_range(index, n_labels, c, ignore_index)
     if activation == Activation.SOFTMAX:
         return Target(index=index, dense=None, valid=valid, num_classes=c)
     if c == 1:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from medfocal.losses import _compiled as compiled
 from medfocal.losses._fused import flush_tiny_grad, fused_softmax_index_loss
 from medfocal.losses._targets import (
     REDUCTIONS,
@@ -26,6 +27,7 @@ from medfocal.losses._targets import (
     normalise_target,
 )
 from medfocal.losses.activation import Activation, look_up_activation
+from medfocal.losses.region import RegionStats
 from medfocal.losses.registry import register_loss
 from medfocal.losses.weights import AlphaSpec, alpha_from_counts, parse_alpha
 
@@ -284,7 +286,9 @@ class FocalLoss(nn.Module):
     loss and gradients stay finite for logits up to ±1e4. Unlike MONAI's ``FocalLoss(use_softmax=True)``
     the mean is over voxels, not voxels x channels (MONAI's value is this one divided by ``C``).
     Softmax with class-index targets runs a fused kernel with an analytic gradient
-    (:mod:`medfocal.losses._fused`): first derivatives only (double backward raises).
+    (:mod:`medfocal.losses._fused`): first derivatives only (double backward raises). On the CPU, from
+    2^20 logits, it and the sigmoid terms run compiled (:mod:`medfocal.losses._compiled`: one pass forward,
+    one backward; the first call compiles; ``MEDFOCAL_COMPILED_LOSS=off`` keeps everything eager).
 
     Args:
         activation: ``"softmax"`` (mutually exclusive classes, C >= 2) or ``"sigmoid"``.
@@ -386,6 +390,17 @@ class FocalLoss(nn.Module):
             and self._gamma_fn() is None
         )
 
+    def defers_range_check(self, x: Tensor) -> bool:
+        """True when the compiled fused kernel will check the class-index range in its own pass (the
+        target's separate check pass is skipped: ``normalise_target(check_range=False)``)."""
+        return (
+            self.activation == Activation.SOFTMAX
+            and self.label_smoothing == 0
+            and self._gamma_fn() is None
+            and self.weight is None  # fused_inputs indexes the weights by class before the kernel runs
+            and compiled.applies(x)
+        )
+
     def fused_inputs(self, x: Tensor, target: Target) -> tuple[Tensor | None, Tensor | float]:
         """Per-class factor (alpha x weight) and the reduction's normaliser for the fused path."""
         alpha, weight = self.class_factors(x.shape[1], x)
@@ -394,6 +409,40 @@ class FocalLoss(nn.Module):
         valid = target.valid_as(x)
         weight_t = None if weight is None else weight.take(target.index)
         return _combine(alpha, weight), _normaliser(weight_t, valid, target.index.numel())
+
+    def can_compile_sigmoid(self, x: Tensor) -> bool:
+        """True when the sigmoid terms run as compiled kernels (:func:`medfocal.losses._compiled.applies`)."""
+        return self.activation == Activation.SIGMOID and self._gamma_fn() is None and compiled.applies(x)
+
+    def compiled_sigmoid(
+        self, act: Activated, target: Target, focal: bool = True, region: bool = False
+    ) -> tuple[Tensor | None, RegionStats | None]:
+        """The reduced sigmoid focal term and the soft region statistics of every channel, compiled.
+
+        The same formulas as :meth:`terms` and :func:`medfocal.losses.region.soft_region_stats` (a dropped
+        background channel gets focal weight 0), differentiated by autograd; forward and backward are one
+        pass each (:func:`medfocal.losses._compiled.sigmoid_sums`).
+        """
+        x = act.x_flushed
+        b, c = x.shape[:2]
+        alpha, weight = self.class_factors(c, act.x)
+        valid = target.valid_as(act.x)
+        kept = c
+        if not self.include_background:
+            if c == 1:
+                raise ValueError("include_background=False needs C >= 2 channels, got C=1")
+            keep = torch.ones(c, dtype=x.dtype, device=x.device)
+            keep[0] = 0.0
+            weight, kept = (keep if weight is None else weight * keep), c - 1
+        q = None if valid is None else valid.reshape(b, -1)
+        focal_sum, tp, sum_p, sum_y = compiled.sigmoid_sums_kernel(
+            x.reshape(b, c, -1), target.dense.reshape(b, c, -1), q, alpha, weight, self.gamma, focal, region
+        )
+        value = None
+        if focal:
+            norm = float(x.numel() // c * kept) if valid is None else valid.sum() * kept
+            value = reduce_loss(FocalTerms(focal_sum, norm), self.reduction)
+        return value, RegionStats(tp, sum_p, sum_y) if region else None
 
     def terms(self, act: Activated, target: Target) -> FocalTerms:
         """Unreduced focal loss from shared log-probabilities (used by the hybrid losses)."""
@@ -438,11 +487,19 @@ class FocalLoss(nn.Module):
 
     def _forward(self, logits: Tensor, target: Tensor) -> Tensor:
         act = Activated(logits, self.activation)
-        norm_target = normalise_target(act.x, target, self.activation, self.ignore_index)
+        defer = self.reduction != "none" and self.defers_range_check(act.x)
+        norm_target = normalise_target(act.x, target, self.activation, self.ignore_index, not defer)
         if self.reduction != "none" and self.can_fuse(norm_target):
             factor, norm = self.fused_inputs(act.x, norm_target)
             valid = norm_target.valid_as(act.x)
-            return fused_softmax_index_loss(act.x, norm_target.index, valid, self.gamma, factor, norm, 1.0)
+            return fused_softmax_index_loss(
+                act.x, norm_target.index, valid, self.gamma, factor, norm, 1.0,
+                check_range=norm_target.check_range,
+            )  # fmt: skip
+        if norm_target.check_range is not None:
+            norm_target.check_range()
+        if self.reduction != "none" and self.can_compile_sigmoid(act.x):
+            return self.compiled_sigmoid(act, norm_target)[0]
         return reduce_loss(self.terms(act, norm_target), self.reduction)
 
     def extra_repr(self) -> str:
