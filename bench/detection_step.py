@@ -14,7 +14,8 @@ sees them) and times, interleaved ``--repeats`` times (medians):
   augmentation and collation included; with ``cache_rate`` the first epoch fills the cache, so one
   warm-up epoch over the same ``--steps`` images runs first);
 
-then one validation pass over ``--val-batches`` batches (detections, COCO metrics, validation loss).
+then one validation pass over the validation split or ``--val-batches`` batches (detections, COCO
+metrics, validation loss).
 Times are wall clock and process CPU time (``time.process_time``, all threads of this process): on a
 shared machine the CPU time is the figure that does not depend on the load.
 
@@ -155,8 +156,11 @@ def time_module_with_data(module: Any, datamodule: Any, steps: int) -> tuple[flo
     return clock.result[0] / clock.steps, clock.result[1] / clock.steps
 
 
-def time_validation(module: Any, datamodule: Any, batches: int) -> tuple[float, float, int]:
-    """Seconds (wall, CPU) of a validation pass over ``batches`` batches, and the images it saw."""
+def time_validation(module: Any, datamodule: Any, batches: int | None) -> tuple[float, float, int]:
+    """Seconds (wall, CPU) of a validation pass over ``batches`` batches (None: all), and its images.
+
+    A first pass fills the cache (``cache_rate``) and is not timed; the time is the second pass.
+    """
     import pytorch_lightning as pl
 
     trainer = pl.Trainer(
@@ -165,13 +169,17 @@ def time_validation(module: Any, datamodule: Any, batches: int) -> tuple[float, 
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        limit_val_batches=batches,
+        limit_val_batches=batches if batches is not None else 1.0,
     )
-    trainer.validate(copy.deepcopy(module), datamodule=datamodule, verbose=False)  # fills any cache
+    module = copy.deepcopy(module)
+    trainer.validate(module, datamodule=datamodule, verbose=False)
     clock = _Clock()
-    trainer.validate(copy.deepcopy(module), datamodule=datamodule, verbose=False)
+    trainer.validate(module, datamodule=datamodule, verbose=False)
     wall, cpu = clock.stop()
-    return wall, cpu, min(batches, len(datamodule.val_dataloader())) * datamodule.val_batch_size
+    n_batches = len(datamodule.val_dataloader())
+    n_images = len(datamodule.splits["val"])
+    images = n_images if batches is None or batches >= n_batches else batches * datamodule.val_batch_size
+    return wall, cpu, images
 
 
 def main() -> None:
@@ -181,7 +189,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--val-batches", type=int, default=6)
+    parser.add_argument("--val-batches", type=int, default=None, help="default: the whole split")
     parser.add_argument("overrides", nargs="*", help="medfocal fit overrides, after --")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
