@@ -38,6 +38,8 @@ class DetectionModule(MedfocalModule):
     ``(N_i,)`` class indices), optionally ``affine``, ``id``, ``spatial_size``.
 
     Logged: ``train/loss`` (= ``cls_weight * train/loss_cls + train/loss_box``); per validation/test epoch
+    ``val/loss``, ``val/loss_cls``, ``val/loss_box`` (the training losses on the validation images, from the
+    same network pass as the detections; the sampler's random draws do not disturb training's),
     ``val/map50`` (AP at IoU 0.5, mean over classes with ground truth; the default monitor), ``val/map``
     (COCO mAP@[.5:.95]), ``val/ap50_<class>``, ``val/ap_<class>`` and, when ``compute_froc`` (default for 3D),
     ``val/froc_<fp>`` (sensitivity at 1/8 ... 8 false positives per image, IoU >= ``froc_iou``) and
@@ -219,8 +221,21 @@ class DetectionModule(MedfocalModule):
         self.log("train/loss_box", box_loss, on_step=False, on_epoch=True, batch_size=n)
         return loss
 
-    def _evaluate(self, batch: dict[str, Any], stage: str) -> None:
-        detections = self(batch["image"])
+    def _evaluate(self, batch: dict[str, Any], stage: str) -> dict[str, Tensor]:
+        image = plain_tensor(batch["image"])
+        # the hard-negative sampler draws from torch's generator: validation must not shift the random
+        # sequence of training (a run with validation every epoch trains as one validating every 5)
+        devices = [image.device] if image.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            losses, detections = self.detector.losses_and_detections(
+                image, self._targets(batch), use_inferer=self.val_roi_size is not None
+            )
+        cls_loss, box_loss = losses[self.detector.cls_key], losses[self.detector.box_reg_key]
+        loss = self.cls_weight * cls_loss + box_loss.to(cls_loss.device)
+        n = len(image)
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=n)
+        self.log(f"{stage}/loss_cls", cls_loss, on_step=False, on_epoch=True, batch_size=n)
+        self.log(f"{stage}/loss_box", box_loss, on_step=False, on_epoch=True, batch_size=n)
         store = self._outputs.setdefault(stage, [])
         for det, gt_boxes, gt_labels in zip(detections, batch["boxes"], batch["labels"]):
             store.append(
@@ -232,6 +247,7 @@ class DetectionModule(MedfocalModule):
                     plain_tensor(gt_labels).detach().cpu().numpy(),
                 )
             )
+        return {"loss": loss}
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch_metrics("val")

@@ -14,6 +14,8 @@ import torch
 from monai.apps.detection.networks.retinanet_detector import RetinaNetDetector
 from monai.apps.detection.utils.anchor_utils import AnchorGeneratorWithAnchorShape
 from monai.apps.detection.utils.ATSS_matcher import ATSSMatcher
+from monai.apps.detection.utils.detector_utils import check_training_targets, preprocess_images
+from monai.apps.detection.utils.predict_utils import ensure_dict_value_to_list_, predict_with_inferer
 from torch import Tensor, nn
 
 __all__ = ["MonaiRetinaNetDetector", "build_detector"]
@@ -49,6 +51,44 @@ class MonaiRetinaNetDetector(RetinaNetDetector):
             )
             matched.append(idxs)
         return matched
+
+    def losses_and_detections(
+        self,
+        images: Tensor,
+        targets: list[dict[str, Tensor]],
+        use_inferer: bool = False,
+    ) -> tuple[dict[str, Tensor], list[dict[str, Tensor]]]:
+        """Losses and detections of one network pass (validation): MONAI's ``forward`` in both modes at once.
+
+        ``forward`` returns the losses (training flag) or the detections (evaluation), each after its own
+        network pass; validation wants both, so this runs MONAI's steps once: pad the images, run the
+        network (or the sliding-window inferer), make the anchors, then :meth:`compute_loss` and
+        :meth:`postprocess_detections` on the same head outputs. The values equal
+        ``forward(images, targets)`` in training mode and ``forward(images)`` in evaluation mode with the
+        same network state and random state (the hard-negative sampler draws from torch's generator).
+        """
+        targets = check_training_targets(
+            images, targets, self.spatial_dims, self.target_label_key, self.target_box_key
+        )
+        self._check_detector_training_components()
+        padded, image_sizes = preprocess_images(images, self.spatial_dims, self.size_divisible)
+        if use_inferer:
+            if self.inferer is None:
+                raise ValueError("use_inferer=True needs set_sliding_window_inferer(...) first")
+            head_outputs = predict_with_inferer(
+                padded, self.network, keys=[self.cls_key, self.box_reg_key], inferer=self.inferer
+            )
+        else:
+            head_outputs = self.network(padded)
+            ensure_dict_value_to_list_(head_outputs)
+        self.generate_anchors(padded, head_outputs)
+        num_anchor_locs_per_level = [x.shape[2:].numel() for x in head_outputs[self.cls_key]]
+        reshaped = {key: self._reshape_maps(head_outputs[key]) for key in (self.cls_key, self.box_reg_key)}
+        losses = self.compute_loss(reshaped, targets, self.anchors, num_anchor_locs_per_level)
+        detections = self.postprocess_detections(
+            reshaped, self.anchors, image_sizes, num_anchor_locs_per_level
+        )
+        return losses, detections
 
 
 def build_detector(

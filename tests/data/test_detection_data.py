@@ -311,3 +311,23 @@ def test_images_smaller_than_the_patch_are_padded_at_the_end(tmp_path):
     assert tuple(data["image"].shape) == (3, 32, 16)
     np.testing.assert_allclose(data["boxes"].numpy(), [[3, 2, 8, 6]])
     assert float(data["image"][:, 20:].abs().sum()) == 0.0
+
+
+def test_cache_rate_gives_the_same_samples_and_is_filled_once(tmp_path):
+    root = make_box_images_2d(tmp_path, n=(6, 2, 0), size=(64, 48))
+    kwargs = {"zoom": 0.5, "flip_prob": 0.5, "intensity_prob": 0.5}
+    plain = DetectionDataModule(root, **kwargs)._dataset("train", True)
+    cached_dm = DetectionDataModule(root, cache_rate=1.0, **kwargs)
+    cached = cached_dm._dataset("train", True)
+    assert cached is cached_dm._dataset("train", True)  # one cache per split, reused by every loader
+    assert cached_dm.train_dataloader().dataset is cached
+    for dataset in (plain, cached):
+        dataset.transform.set_random_state(seed=3)
+    for i in range(len(plain)):
+        for _ in range(2):  # a second draw: the cache keeps the deterministic part only
+            a, b = plain[i], cached[i]
+            torch.testing.assert_close(b["image"].as_tensor(), a["image"].as_tensor())
+            torch.testing.assert_close(torch.as_tensor(b["boxes"]), torch.as_tensor(a["boxes"]))
+            torch.testing.assert_close(torch.as_tensor(b["labels"]), torch.as_tensor(a["labels"]))
+    with pytest.raises(ValueError, match=r"cache_rate must be a share in \[0, 1\], not 1.5"):
+        DetectionDataModule(root, cache_rate=1.5)

@@ -251,6 +251,63 @@ def test_fit_3d_logs_froc_and_cpm(nodule_root, make_trainer):
     )
 
 
+def test_one_pass_losses_and_detections_equal_monai_forward_in_each_mode(voc_root):
+    """Validation's single network pass gives MONAI's training-mode losses and eval-mode detections."""
+    module = _module_2d(score_thresh=0.0)
+    dm = DetectionDataModule(voc_root, batch_size=3, val_batch_size=3)
+    batch = next(iter(dm.val_dataloader()))
+    image, targets = batch["image"], module._targets(batch)
+    detector = module.detector
+    module.eval()
+    with torch.no_grad():
+        torch.manual_seed(5)
+        losses, detections = detector.losses_and_detections(image, targets)
+        torch.manual_seed(5)  # the hard-negative sampler draws from torch's generator
+        detector.training = True
+        reference_losses = detector(image, targets)
+        detector.training = False
+        reference_detections = detector(image)
+    for key in (detector.cls_key, detector.box_reg_key):
+        assert float(reference_losses[key]) > 0
+        torch.testing.assert_close(losses[key], reference_losses[key])
+    assert sum(len(d["boxes"]) for d in detections) > 0
+    for ours, ref in zip(detections, reference_detections):
+        for key in ("boxes", "labels", "labels_scores"):
+            torch.testing.assert_close(ours[key], ref[key])
+
+
+def test_validation_logs_val_loss_and_leaves_the_random_state_alone(voc_root, make_trainer):
+    """val/loss is the detector loss on the validation images; a validation step leaves torch's random
+    state as it found it (the hard-negative sampler's draws would otherwise shift training's)."""
+    module = _module_2d()
+    dm = DetectionDataModule(voc_root, batch_size=3, val_batch_size=3)
+    trainer = make_trainer(max_epochs=1, limit_train_batches=2, num_sanity_val_steps=0)
+    trainer.fit(module, dm)
+    metrics = trainer.callback_metrics
+    for key in ("val/loss", "val/loss_cls", "val/loss_box"):
+        assert key in metrics and torch.isfinite(metrics[key]) and float(metrics[key]) > 0, key
+    torch.testing.assert_close(metrics["val/loss"], metrics["val/loss_cls"] + metrics["val/loss_box"])
+    # the logged value is the loss of the validation images (batch means weighted by images); the
+    # sampler is random: the same seed, each step drawing from the state after the loader's own draw
+    torch.manual_seed(7)
+    value = trainer.validate(module, dm, verbose=False)[0]["val/loss"]
+    torch.manual_seed(7)
+    detector, totals, n = module.eval().detector, [], 0
+    with torch.no_grad():
+        for batch in dm.val_dataloader():
+            with torch.random.fork_rng(devices=[]):
+                losses, _ = detector.losses_and_detections(batch["image"], module._targets(batch))
+            totals.append(
+                float(losses[detector.cls_key] + losses[detector.box_reg_key]) * len(batch["image"])
+            )
+            n += len(batch["image"])
+        assert value == pytest.approx(sum(totals) / n, rel=1e-5)
+        module.log = lambda *args, **kwargs: None  # outside a loop: only the random state is looked at
+        state = torch.random.get_rng_state()
+        module.validation_step(batch, 0)
+    torch.testing.assert_close(torch.random.get_rng_state(), state)
+
+
 def test_loss_decreases_on_synthetic_boxes(voc_root):
     """Twenty steps on one batch of the synthetic VOC data at least halve the detection loss."""
     module = _module_2d()

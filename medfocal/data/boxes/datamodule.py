@@ -21,7 +21,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from monai.data import Dataset
+from monai.data import CacheDataset, Dataset
 from torch.utils.data import DataLoader
 
 from medfocal.data.boxes.checks import box_summary, check_record
@@ -105,6 +105,11 @@ class DetectionDataModule(pl.LightningDataModule):
         batch_size: training images (crops) per batch; val_batch_size: validation images per batch.
         val_fraction: held-out share of the training images when the layout has no validation split.
         num_workers: DataLoader workers.
+        cache_rate: share of each split whose deterministic preprocessing (load, orient, resample, scale,
+            zoom: everything before the first random transform) MONAI's ``CacheDataset`` keeps in memory
+            after the first read; the random augmentations still run on every draw, so batches are the
+            same as without the cache. 1.0 for small 2D sets (BCCD at zoom 0.4: about 170 MB), 0 (default)
+            for CT volumes that do not fit in memory.
         seed: seed of the train/val split.
 
     Example::
@@ -134,6 +139,7 @@ class DetectionDataModule(pl.LightningDataModule):
         val_batch_size: int = 1,
         val_fraction: float = 0.2,
         num_workers: int = 0,
+        cache_rate: float = 0.0,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -156,6 +162,10 @@ class DetectionDataModule(pl.LightningDataModule):
         self.batch_size, self.val_batch_size = int(batch_size), int(val_batch_size)
         self.val_fraction = float(val_fraction)
         self.num_workers = int(num_workers)
+        if not 0.0 <= float(cache_rate) <= 1.0:
+            raise ValueError(f"cache_rate must be a share in [0, 1], not {cache_rate}")
+        self.cache_rate = float(cache_rate)
+        self._cached: dict[tuple[str, bool], CacheDataset] = {}
         self.seed = int(seed)
 
     # ----------------------------------------------------------------- layout and splits
@@ -308,10 +318,26 @@ class DetectionDataModule(pl.LightningDataModule):
             intensity_prob=self.intensity_prob,
         )
 
-    def _loader(self, split: str, train: bool, batch_size: int) -> DataLoader:
+    def _dataset(self, split: str, train: bool) -> Dataset:
+        """The split's dataset; with ``cache_rate`` one ``CacheDataset`` per split, filled once and reused
+        by every loader asked for (Lightning asks for new loaders on each ``fit``/``validate``)."""
         data = [r.as_dict() for r in self.splits.get(split, [])]
+        if self.cache_rate <= 0 or not data:
+            return Dataset(data, transform=self._transform(train))
+        key = (split, train)
+        if key not in self._cached:
+            self._cached[key] = CacheDataset(
+                data,
+                transform=self._transform(train),
+                cache_rate=self.cache_rate,
+                num_workers=0,
+                progress=False,
+            )
+        return self._cached[key]
+
+    def _loader(self, split: str, train: bool, batch_size: int) -> DataLoader:
         return DataLoader(
-            Dataset(data, transform=self._transform(train)),
+            self._dataset(split, train),
             batch_size=batch_size,
             shuffle=train,
             num_workers=self.num_workers,
