@@ -62,6 +62,10 @@ def class_balanced_alpha(counts: Sequence[float] | Tensor, beta: float = 0.999) 
 
 def parse_alpha(alpha: AlphaSpec) -> tuple[bool, Tensor | None]:
     """Split an ``alpha`` argument into (is_auto, tensor or None), validating the values."""
+    if isinstance(alpha, str) and alpha.strip().lower() in ("none", "null"):
+        # `--model.init_args.loss.init_args.alpha=null` reaches a nested loss as the string 'None' through
+        # LightningCLI (the `str` member of AlphaSpec); on a command line it can only mean no alpha
+        alpha = None
     if isinstance(alpha, str):
         if alpha != "auto":
             raise ValueError(f"alpha: expected None, a number, a per-class sequence or 'auto', got {alpha!r}")

@@ -66,3 +66,30 @@ def test_auto_alpha_sigmoid_binary_and_checkpoint():
     set_class_counts(fresh, torch.tensor([900.0, 100.0]))
     torch.testing.assert_close(fresh.alpha, loss.alpha)
     torch.testing.assert_close(fresh(x, y), loss(x, y))
+
+
+@pytest.mark.slow
+def test_alpha_null_from_the_command_line_means_no_alpha(tmp_path):
+    """LightningCLI hands `--model.init_args.loss.init_args.alpha=null` to a nested loss as 'None'."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from medfocal.losses import FocalLoss
+
+    assert FocalLoss(alpha="None").alpha is None and FocalLoss(alpha="null").alpha is None
+    with pytest.raises(ValueError, match="'nope'"):
+        FocalLoss(alpha="nope")
+    repo = Path(__file__).resolve().parents[2]
+    run = subprocess.run(
+        [sys.executable, "-m", "medfocal.cli", "fit", "--config", "nodule_cls_ct",
+         "--model.init_args.loss.init_args.alpha=null", "--print_config"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={**__import__("os").environ, "PYTHONPATH": str(repo)},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    import yaml
+
+    loss = yaml.safe_load(run.stdout)["model"]["init_args"]["loss"]
+    assert loss["class_path"] == "medfocal.losses.FocalLoss"
+    assert FocalLoss(**loss["init_args"]).alpha is None
