@@ -198,10 +198,10 @@ def six_cases(tmp_path_factory) -> Path:
     return root / "imagesTs"
 
 
-def _start(ckpt: Path, source: Path, out: Path, workers: int) -> subprocess.Popen:
+def _start(ckpt: Path, source: Path, out: Path, workers: int, delay: float = 0.15) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     env["OMP_NUM_THREADS"] = "1"
-    args = [sys.executable, "-c", _SCRIPT, str(ckpt), str(source), str(out), "0.15", str(workers)]
+    args = [sys.executable, "-c", _SCRIPT, str(ckpt), str(source), str(out), str(delay), str(workers)]
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -245,7 +245,9 @@ def test_kill_9_then_resume_reports_every_case_with_its_fields(ckpt, six_cases, 
 @pytest.mark.slow
 def test_ctrl_c_writes_the_report_and_exits_130_without_a_traceback(ckpt, six_cases, tmp_path):
     out = tmp_path / "out"
-    proc = _start(ckpt, six_cases, out, workers=1)
+    # 0.6 s per forward: the 5 cases left take >= 3 s, so the signal cannot arrive after the last one
+    # (with 0.15 s a quiet machine once finished all six before SIGINT landed: exit 0, a test race)
+    proc = _start(ckpt, six_cases, out, workers=1, delay=0.6)
     _wait_for_records(proc, out, 1)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
