@@ -198,11 +198,17 @@ def six_cases(tmp_path_factory) -> Path:
     return root / "imagesTs"
 
 
-def _start(ckpt: Path, source: Path, out: Path, workers: int, delay: float = 0.15) -> subprocess.Popen:
+def _start(ckpt: Path, source: Path, out: Path, workers: int) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     env["OMP_NUM_THREADS"] = "1"
-    args = [sys.executable, "-c", _SCRIPT, str(ckpt), str(source), str(out), str(delay), str(workers)]
-    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args = [sys.executable, "-c", _SCRIPT, str(ckpt), str(source), str(out), "0.15", str(workers)]
+    # a run started in the background by a non-interactive shell (nohup ... &, some CI runners) inherits
+    # SIGINT ignored, and an ignored signal stays ignored across exec (Python then installs no
+    # KeyboardInterrupt handler): give the child the default disposition, as a terminal does
+    return subprocess.Popen(
+        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
 
 
 def _wait_for_records(proc: subprocess.Popen, out: Path, n: int, timeout: float = 180.0) -> int:
@@ -245,9 +251,7 @@ def test_kill_9_then_resume_reports_every_case_with_its_fields(ckpt, six_cases, 
 @pytest.mark.slow
 def test_ctrl_c_writes_the_report_and_exits_130_without_a_traceback(ckpt, six_cases, tmp_path):
     out = tmp_path / "out"
-    # 0.6 s per forward: the 5 cases left take >= 3 s, so the signal cannot arrive after the last one
-    # (with 0.15 s a quiet machine once finished all six before SIGINT landed: exit 0, a test race)
-    proc = _start(ckpt, six_cases, out, workers=1, delay=0.6)
+    proc = _start(ckpt, six_cases, out, workers=1)
     _wait_for_records(proc, out, 1)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
