@@ -1,5 +1,3 @@
-
-
 def test_unet_names_a_patch_its_strides_cannot_divide():
     import pytest
     import torch
