@@ -57,20 +57,7 @@ class ClassificationDataModule(BaseDataModule):
         cache_dir: str | None = None,
         check: str = "quick",
     ) -> None:
-        loading = LoaderConfig(
-            val_fraction=val_fraction,
-            fold=fold,
-            num_folds=num_folds,
-            seed=seed,
-            batch_size=batch_size,
-            val_batch_size=val_batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            cache=cache,
-            cache_rate=cache_rate,
-            cache_dir=cache_dir,
-            check=check,
-        )
+        loading = LoaderConfig.from_arguments(locals())
         super().__init__(layout, preprocessing, class_names, loading)
         self.balanced_sampler = balanced_sampler
         self.augmentation = augmentation

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -64,6 +64,11 @@ class LoaderConfig:
     cache_rate: float = 1.0
     cache_dir: str | None = None
     check: str = "quick"
+
+    @classmethod
+    def from_arguments(cls, arguments: dict[str, Any]) -> LoaderConfig:
+        """The config of a datamodule's flat ``__init__`` arguments (``locals()``): its own fields only."""
+        return cls(**{f.name: arguments[f.name] for f in fields(cls) if f.name in arguments})
 
     def __post_init__(self) -> None:
         if self.cache not in CACHE_MODES:

@@ -87,20 +87,7 @@ class SegmentationDataModule(BaseDataModule):
         cache_dir: str | None = None,
         check: str = "quick",
     ) -> None:
-        loading = LoaderConfig(
-            val_fraction=val_fraction,
-            fold=fold,
-            num_folds=num_folds,
-            seed=seed,
-            batch_size=batch_size,
-            val_batch_size=val_batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            cache=cache,
-            cache_rate=cache_rate,
-            cache_dir=cache_dir,
-            check=check,
-        )
+        loading = LoaderConfig.from_arguments(locals())
         super().__init__(layout, preprocessing, class_names, loading)
         if crop not in ("pos_neg", "label_classes", "random"):
             raise ValueError(f"crop: expected 'pos_neg', 'label_classes' or 'random', got {crop!r}")

@@ -314,3 +314,19 @@ def test_loader_settings_are_one_checked_object(lesion_dataset):
         LoaderConfig(check="fast")
     with pytest.raises(ValueError, match="cache='disk' needs cache_dir"):
         SegmentationDataModule(str(lesion_dataset), cache="disk")
+
+
+def test_datamodules_pass_every_loader_argument_through(tmp_path):
+    """LoaderConfig.from_arguments(locals()) keeps each datamodule's own value of every shared field."""
+    from dataclasses import fields as dc_fields
+
+    from medfocal.data import ClassificationDataModule, SegmentationDataModule
+    from medfocal.data.loading import LoaderConfig
+
+    given = {"val_fraction": 0.3, "fold": 1, "num_folds": 4, "seed": 7, "batch_size": 5,
+             "val_batch_size": 3, "num_workers": 0, "pin_memory": False, "cache": "disk",
+             "cache_rate": 0.5, "cache_dir": str(tmp_path), "check": "full"}  # fmt: skip
+    assert set(given) == {f.name for f in dc_fields(LoaderConfig)}
+    for cls in (ClassificationDataModule, SegmentationDataModule):
+        loading = cls(str(tmp_path), **given).loading
+        assert {k: getattr(loading, k) for k in given} == given, cls.__name__
