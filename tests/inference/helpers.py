@@ -88,3 +88,37 @@ def oracle_checkpoint(path: Path, **kwargs: Any) -> Path:
     oracle_kwargs = {k: kwargs.pop(k) for k in ("threshold", "sign") if k in kwargs}
     model, spec = threshold_oracle(in_channels, spatial_dims, **oracle_kwargs)
     return save_checkpoint(path, model, spec, in_channels=in_channels, spatial_dims=spatial_dims, **kwargs)
+
+
+def trained_segmentation_checkpoint(
+    tmp_path: Path, root: Path, spec: Any, steps: int
+) -> tuple[Path, Any, Any]:
+    """(checkpoint, module, datamodule) of ``steps`` real Lightning training steps of a tiny 3D UNet on the
+    Decathlon folder ``root`` with ``spec`` (a ``PreprocessingSpec``), as ``medfocal fit`` writes them."""
+    import pytorch_lightning as pl
+
+    from medfocal.data import SegmentationDataModule
+    from medfocal.losses import DiceCELoss
+    from medfocal.nets import create_model
+    from medfocal.tasks import SegmentationModule
+
+    torch.manual_seed(0)
+    data = SegmentationDataModule(
+        str(root), preprocessing=spec, roi_size=[16, 16, 16], batch_size=2, num_workers=0, check="none"
+    )
+    net = create_model("unet", spatial_dims=3, in_channels=1, out_channels=2, channels=(4, 8), strides=(2,))
+    module = SegmentationModule(net, DiceCELoss(), compute_hd95=False)
+    trainer = pl.Trainer(
+        max_steps=steps,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(module, data)
+    ckpt = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(ckpt)
+    return ckpt, module, data

@@ -171,39 +171,14 @@ def test_the_cards_intensity_range_is_the_one_applied(tmp_path):
 def test_a_trained_checkpoint_preprocesses_as_its_datamodule(tmp_path):
     """The card of a checkpoint written by Lightning: the predictor's input tensor equals the
     validation loader's, value for value, and its probabilities equal the module's softmax."""
-    import pytorch_lightning as pl
+    from helpers import trained_segmentation_checkpoint
 
-    from medfocal.data import PreprocessingSpec, SegmentationDataModule
-    from medfocal.losses import DiceCELoss
-    from medfocal.nets import create_model
+    from medfocal.data import PreprocessingSpec
     from medfocal.synthetic import make_lesion_dataset
-    from medfocal.tasks import SegmentationModule
 
-    torch.manual_seed(0)
     root = make_lesion_dataset(tmp_path / "data", n_train=4, n_test=0, shape=(24, 24, 16))
-    data = SegmentationDataModule(
-        str(root),
-        preprocessing=PreprocessingSpec(modality="ct", window=(0.0, 900.0), spacing=(1.5, 1.5, 2.0)),
-        roi_size=[16, 16, 16],
-        batch_size=2,
-        num_workers=0,
-        check="none",
-    )
-    net = create_model("unet", spatial_dims=3, in_channels=1, out_channels=2, channels=(4, 8), strides=(2,))
-    module = SegmentationModule(net, DiceCELoss(), compute_hd95=False)
-    trainer = pl.Trainer(
-        max_steps=1,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        default_root_dir=tmp_path,
-    )
-    trainer.fit(module, data)
-    ckpt = tmp_path / "m.ckpt"
-    trainer.save_checkpoint(ckpt)
+    spec = PreprocessingSpec(modality="ct", window=(0.0, 900.0), spacing=(1.5, 1.5, 2.0))
+    ckpt, module, data = trained_segmentation_checkpoint(tmp_path, root, spec, steps=1)
     predictor = Predictor.from_checkpoint(ckpt, device="cpu", overlap=module.sw_overlap)
     assert predictor.spec.window == (0.0, 900.0) and predictor.spec.spacing == (1.5, 1.5, 2.0)
     data.setup("validate")
