@@ -44,7 +44,11 @@ def parser() -> argparse.ArgumentParser:
         p,
         evaluate_folders,
         flags={"pred_dir": ("-p", "--pred"), "gt_dir": ("-g", "--gt"), "output": ("-o", "--output")},
-        overrides={"pred_dir": {"metavar": "PRED"}, "gt_dir": {"metavar": "GT"}},
+        overrides={
+            "pred_dir": {"metavar": "PRED"},
+            "gt_dir": {"metavar": "GT"},
+            "regions": {"nargs": "+", "type": str, "metavar": "NAME=LABELS", "default": None},
+        },
     )
     return p
 

@@ -6,6 +6,9 @@ Task datamodules (:class:`~medfocal.data.SegmentationDataModule`,
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -166,6 +169,7 @@ class BaseDataModule(pl.LightningDataModule):
         if stage in ("fit", None):
             if not self.splits["train"]:
                 raise ValueError(f"{self.describe()}: empty training split")
+            self._write_splits()
             self._datasets["train"] = self._dataset(self.splits["train"], self.train_transform(), cache=True)
         if stage in ("fit", "validate", None) and self.splits["val"]:
             keys = self._keys(self.splits["val"])
@@ -179,6 +183,40 @@ class BaseDataModule(pl.LightningDataModule):
             records = self.splits["test"] or self.splits["val"]
             keys = self._keys(records)
             self._datasets["predict"] = self._dataset(records, self.val_transform(keys), cache=False)
+
+    def splits_record(self) -> dict[str, list[dict[str, Any]]]:
+        """The splits as JSON-ready case lists: ``{"train"|"val"|"test": [{"case", "image", "label"}]}``.
+
+        Paths and labels as the layout gives them (a list of paths for multi-channel images); the other
+        keys of a record (FOV masks, boxes) are left out.
+        """
+
+        def plain(value: Any) -> Any:
+            if isinstance(value, (list, tuple)):
+                return [plain(v) for v in value]
+            if isinstance(value, (np.generic, torch.Tensor)):
+                return value.tolist()
+            return value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
+
+        return {
+            name: [{k: plain(r[k]) for k in ("case", "image", "label") if k in r} for r in records]
+            for name, records in self.splits.items()
+        }
+
+    def _write_splits(self) -> None:
+        """``splits.json`` in the run's log folder (which cases trained and validated, as nnU-Net's
+        ``splits_final.json``), rank 0 only, written atomically; nothing without a trainer."""
+        trainer = self.trainer
+        if trainer is None or not trainer.is_global_zero:
+            return
+        folder = Path(trainer.log_dir or trainer.default_root_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        with os.fdopen(fd, "w") as handle:
+            json.dump(self.splits_record(), handle, indent=1)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, folder / "splits.json")
 
     def _labelled_test_records(self, strict: bool) -> list[dict[str, Any]]:
         """The cases ``test`` scores: the labelled cases of the test split (else the validation split).

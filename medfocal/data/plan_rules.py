@@ -1,10 +1,11 @@
 """The segmentation rules of ``medfocal plan``: fingerprint + budget -> config dict and one reason per choice.
 
 Pure functions (no file access), tested one by one. Cost model: seconds per training step are
-``voxels per step * US_PER_VOXEL[device] * 1e-6 * base_filters / 16`` for a ``DynUNet`` with deep
-supervision. The CPU figure was measured on this project's 2-core CPU (DRIVE plan, 32 patches of 64x64,
-base 16: about 5 s of CPU time per step with 2 threads, i.e. ~18 us per voxel of wall time when the
-cores are free; ~4x more when the machine is shared). The planner aims at a number of optimiser steps
+``voxels per step * US_PER_VOXEL[dims][device] * 1e-6 * base_filters / 16`` for a ``DynUNet`` with deep
+supervision, data cached in memory. The CPU figures were measured on this project's 2-core CPU with one
+thread per run and the other core busy (2026-11-29): DRIVE, 32 patches of 48x48, 0.39 s per step (5.3 us
+per voxel; the earlier single figure of 18 us made 2D plans run a third of their budget); BraTS, 2
+patches of 32^3, about 1.4 s per step (21 us per voxel). The planner aims at a number of optimiser steps
 (``MIN_STEPS``), not at a wall-clock promise.
 """
 
@@ -27,7 +28,9 @@ __all__ = [
     "target_spacing",
 ]
 
-US_PER_VOXEL = {"cpu": 18.0, "gpu": 0.05}  # training step cost per patch voxel, base 16 filters
+# training step cost per patch voxel (microseconds), base 16 filters, by spatial dims and device
+US_PER_VOXEL = {2: {"cpu": 6.0, "gpu": 0.05}, 3: {"cpu": 20.0, "gpu": 0.05}}
+CACHE_BYTES = 4 * 2**30  # preprocessed dataset size up to which the plan caches it in memory
 MIN_STEPS = {"cpu": 1000, "gpu": 25000}  # optimiser steps the patch size must leave room for
 MAX_PATCH_VOXELS = {2: {"cpu": 256 * 256, "gpu": 512 * 512}, 3: {"cpu": 96**3, "gpu": 160 * 160 * 128}}
 LIMIT_BATCHES = {"cpu": 50, "gpu": 250}  # nnU-Net's 250 iterations per epoch on GPU
@@ -211,28 +214,20 @@ def segmentation_plan(
     base = 16 if device == "cpu" else 32
     patches = batch * samples
     step_budget = seconds * 0.85 / MIN_STEPS[device]
-    voxels = step_budget / (US_PER_VOXEL[device] * 1e-6 * base / 16 * patches)
+    us = US_PER_VOXEL[dims][device]
+    voxels = step_budget / (us * 1e-6 * base / 16 * patches)
     cap = MAX_PATCH_VOXELS[dims][device]
     patch = fit_patch(shape, spacing, int(min(voxels, cap)))
     if dims == 2 or not anisotropic:
         patch = square_in_plane(patch, spacing)
     kernels, strides = dynunet_topology(patch, spacing)
     levels = len(strides)
-    step_s = US_PER_VOXEL[device] * 1e-6 * base / 16 * patches * float(np.prod(patch))
+    step_s = us * 1e-6 * base / 16 * patches * float(np.prod(patch))
     steps_per_epoch = math.ceil(n_train / batch)
     limit = LIMIT_BATCHES[device] if steps_per_epoch > LIMIT_BATCHES[device] else None
     steps_per_epoch = min(steps_per_epoch, limit or steps_per_epoch)
     epochs = int(np.clip(seconds * 0.85 / (steps_per_epoch * step_s), 5, 1000))
-    val_s = (
-        0.35
-        * US_PER_VOXEL[device]
-        * 1e-6
-        * base
-        / 16
-        * float(np.prod(shape))
-        * 2.0
-        * max(1, fp.num_cases - n_train)
-    )
+    val_s = 0.35 * us * 1e-6 * base / 16 * float(np.prod(shape)) * 2.0 * max(1, fp.num_cases - n_train)
     every = int(np.clip(math.ceil(10 * val_s / max(steps_per_epoch * step_s, 1e-6)), 1, max(1, epochs // 5)))
     fg = fp.class_fractions[1:] if len(fp.class_fractions) > 1 else [0.0]
     rare = min(fg)
@@ -276,32 +271,19 @@ def segmentation_plan(
         if deep
         else "too few levels for deep supervision"
     )
-    if rare < 0.01:
-        inner = {
-            "class_path": "medfocal.losses.DiceFocalLoss",
-            "init_args": {
-                "activation": "softmax",
-                "gamma": 2.0,
-                "alpha": "auto",
-                "include_background": False,
-            },
-        }
-        why_loss = (
-            f"rarest class {rare:.2%} of voxels: Dice + focal with class-balanced alpha from the counts"
-        )
-    else:
-        inner = {
-            "class_path": "medfocal.losses.DiceFocalLoss",
-            "init_args": {
-                "activation": "softmax",
-                "gamma": 0.0,
-                "alpha": "auto",
-                "include_background": False,
-            },
-        }
-        why_loss = (
-            f"rarest class {rare:.2%} of voxels: Dice + class-balanced CE (focal gamma 0, alpha from counts)"
-        )
+    gamma = 2.0 if rare < 0.01 else 0.0
+    inner = {
+        "class_path": "medfocal.losses.DiceFocalLoss",
+        "init_args": {"activation": "softmax", "gamma": gamma, "alpha": None, "include_background": False},
+    }
+    # class-balanced alpha from voxel counts would be uniform: with counts far above 1 / (1 - beta) the
+    # effective numbers of every class saturate (Cui et al.); the Dice term carries the imbalance, as in
+    # nnU-Net, which uses no class weights
+    why_loss = (
+        f"rarest class {rare:.2%} of voxels: Dice + focal (gamma 2)"
+        if rare < 0.01
+        else f"rarest class {rare:.2%} of voxels: Dice + CE (focal gamma 0)"
+    ) + "; no class weights: the Dice term carries the imbalance (nnU-Net)"
     loss = (
         {"class_path": "medfocal.nets.DeepSupervisionLoss", "init_args": {"loss": inner}} if deep else inner
     )
@@ -339,6 +321,16 @@ def segmentation_plan(
     else:
         data_args["pos_fraction"] = 0.67 if rare < 0.01 else 0.5
         r["data.init_args.pos_fraction"] = "foreground-centred share of patches (higher for tiny foregrounds)"
+    cache_bytes = 4.0 * fp.num_cases * (fp.in_channels + 1) * float(np.prod(shape))
+    data_args["cache"] = "memory" if cache_bytes <= CACHE_BYTES else "none"
+    r["data.init_args.cache"] = (
+        f"the preprocessed cases (~{cache_bytes / 2**20:,.0f} MB) fit in memory: loaded and normalised once "
+        "(MONAI CacheDataset), only crops and augmentation run per step"
+        if cache_bytes <= CACHE_BYTES
+        else f"the preprocessed cases (~{cache_bytes / 2**30:.1f} GB) do not fit the "
+        f"{CACHE_BYTES / 2**30:.0f} GB memory cache: read per step (cache: disk with cache_dir "
+        "preprocesses them once)"
+    )
     data_args.update(
         {
             "num_samples": samples,

@@ -3,7 +3,8 @@
 Segmentation (nnU-Net's rules, fitted to a time budget): target spacing (median; on an axis more than 3x
 coarser than the finest, its 10th percentile), patch and batch size from the budget, a ``DynUNet``
 topology (per-axis kernels and strides from spacing and patch; deep supervision), normalisation by
-modality, foreground oversampling, class-balanced ``alpha``, augmentation, an epoch count from the budget
+modality, foreground oversampling, Dice + CE (or Dice + focal for classes under 1% of the voxels),
+augmentation, an in-memory cache when the cases fit, an epoch count from the budget
 (``limit_train_batches`` caps long epochs) and a poly learning-rate schedule.
 Classification: ResNet-18 stem (CIFAR-style 3x3 stride 1 for small images), width for the budget, batch
 size, epochs, augmentation, loss (focal ``gamma`` and ``alpha`` from the class counts, or plain CE), and

@@ -42,7 +42,7 @@ from medfocal.metrics.lesion import (
     summarise_lesions,
 )
 
-__all__ = ["METRICS", "EvaluationResult", "evaluate_case", "evaluate_folders", "load_mask"]
+__all__ = ["METRICS", "EvaluationResult", "evaluate_case", "evaluate_folders", "load_mask", "parse_regions"]
 
 METRICS = (
     "dice",
@@ -168,9 +168,10 @@ def evaluate_case(
     affine: np.ndarray | None = None,
     nsd_tolerance_mm: float = 1.0,
     size_bins: Sequence[float] = DEFAULT_BINS,
-    lesions: dict[int, LesionCounts] | None = None,
+    lesions: dict[int | str, LesionCounts] | None = None,
+    regions: dict[str, Sequence[int]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Metrics of one case for each label; ``affine`` gives spacing (mm) and voxel volume (ml).
+    """Metrics of one case for each label and region; ``affine`` gives spacing (mm) and voxel volume (ml).
 
     Args:
         pred, gt: label maps of the same shape.
@@ -179,9 +180,12 @@ def evaluate_case(
         nsd_tolerance_mm: tolerance of the normalised surface Dice (MONAI ``compute_surface_dice``).
         size_bins: lesion size bin edges (mm³ in 3D, mm² in 2D) of the lesion-wise counts.
         lesions: filled with each label's :class:`~medfocal.metrics.lesion.LesionCounts` when given.
+        regions: named unions of labels scored after the labels, e.g. BraTS's
+            ``{"WT": [1, 2, 3, 4], "TC": [1, 3, 4], "ET": [4]}``; their rows carry the name as ``label``.
 
     Returns:
-        one dict per label with keys ``label``, :data:`METRICS` and :data:`LESION_COUNTS`.
+        one dict per label, then per region, with keys ``label``, :data:`METRICS` and
+        :data:`LESION_COUNTS`.
     """
     from monai.metrics import (
         compute_average_surface_distance,
@@ -194,9 +198,11 @@ def evaluate_case(
     spacing = _spacing(affine, pred.ndim)
     voxel_ml = voxel_volume_ml(affine) if pred.ndim == 3 else 1e-3
     rows = []
-    for label in labels:
-        p = torch.from_numpy(np.asarray(pred == label))[None, None].float()
-        g = torch.from_numpy(np.asarray(gt == label))[None, None].float()
+    members: dict[int | str, list[int]] = {int(k): [int(k)] for k in labels}
+    members.update({str(k): [int(v) for v in vs] for k, vs in (regions or {}).items()})
+    for label, values in members.items():
+        p = torch.from_numpy(np.isin(pred, values))[None, None].float()
+        g = torch.from_numpy(np.isin(gt, values))[None, None].float()
         p_any, g_any = bool(p.any()), bool(g.any())
         # absent from both: NaN (ignore_empty=True), as nnU-Net; one side empty: 0
         dice = compute_dice(p, g, include_background=True, ignore_empty=False).item()
@@ -219,11 +225,11 @@ def evaluate_case(
             nsd = normalised_surface_dice(p[0, 0], g[0, 0], nsd_tolerance_mm, spacing=spacing)
         counts = lesion_counts(p[0, 0].numpy(), g[0, 0].numpy(), spacing=spacing, size_bins=size_bins)
         if lesions is not None:
-            lesions[int(label)] = counts
+            lesions[label] = counts
         vp, vg = float(p.sum()) * voxel_ml, float(g.sum()) * voxel_ml
         rows.append(
             {
-                "label": int(label),
+                "label": label,
                 "dice": dice,
                 "iou": iou,
                 "nsd": nsd,
@@ -269,11 +275,12 @@ def _summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     groups: dict[Any, list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault(r["label"], []).append(r)
-    # foreground mean: each case's mean over labels, then summarised like a label
-    if len(groups) > 1:
+    # foreground mean: each case's mean over labels (not regions), then summarised like a label
+    if sum(isinstance(k, int) for k in groups) > 1:
         cases: dict[str, list[dict[str, Any]]] = {}
         for r in rows:
-            cases.setdefault(r["case"], []).append(r)
+            if isinstance(r["label"], int):
+                cases.setdefault(r["case"], []).append(r)
         groups["mean"] = [
             {
                 m: float(np.nanmean([r[m] for r in rs]))
@@ -346,6 +353,44 @@ def _label_warnings(found: dict[int, dict[str, list[str]]], scored: Sequence[int
     return out
 
 
+def _check_regions(
+    regions: dict[str, Sequence[int]] | Sequence[str] | None, labels: Sequence[int]
+) -> dict[str, list[int]]:
+    """Regions as ``{name: [labels]}``; a name that is a number, or a region without labels, is refused."""
+    if regions is not None and not isinstance(regions, dict):
+        regions = parse_regions(regions)
+    out: dict[str, list[int]] = {}
+    for name, values in (regions or {}).items():
+        name = str(name).strip()
+        if not name or name.lstrip("-").isdigit():
+            raise ValueError(f"regions: a region needs a name that is not a label number, got {name!r}")
+        members = sorted({int(v) for v in values})
+        if not members or min(members) < 1:
+            raise ValueError(f"regions: {name} must list foreground labels (>= 1), got {list(values)}")
+        out[name] = members
+    return out
+
+
+def parse_regions(items: Sequence[str] | None) -> dict[str, list[int]]:
+    """``["WT=1,2,3,4", "ET=4"]`` -> ``{"WT": [1, 2, 3, 4], "ET": [4]}`` (the ``--regions`` syntax).
+
+    Raises:
+        ValueError: an item without ``NAME=`` or with a value that is not an integer label.
+    """
+    out: dict[str, list[int]] = {}
+    for item in items or []:
+        name, sep, values = str(item).partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[name.strip()] = [int(v) for v in values.replace(" ", "").split(",") if v]
+        except ValueError:
+            raise ValueError(
+                f"--regions: expected NAME=LABEL,LABEL,... (e.g. WT=1,2,3,4), got {item!r}"
+            ) from None
+    return out
+
+
 def evaluate_folders(
     pred_dir: str | Path,
     gt_dir: str | Path,
@@ -357,6 +402,7 @@ def evaluate_folders(
     size_bins: Sequence[float] = DEFAULT_BINS,
     html: bool = False,
     images: str | Path | None = None,
+    regions: dict[str, Sequence[int]] | Sequence[str] | None = None,
 ) -> EvaluationResult:
     """Score every ground-truth file of ``gt_dir`` against the same-named file in ``pred_dir``.
 
@@ -381,6 +427,9 @@ def evaluate_folders(
             its prediction (red) and ground truth (green), lesion counts and volumes, box plots.
         images: the input images for the page's overlays (a folder, file or CSV list as
             ``medfocal infer`` takes, case ids = mask names); default: the ground truth as background.
+        regions: named unions of labels scored like a label after the labels (rows, summary and
+            lesion table carry the name): ``{"WT": [1, 2, 3, 4], "TC": [1, 3, 4], "ET": [4]}`` or the
+            command line's ``WT=1,2,3,4 TC=1,3,4 ET=4`` (BraTS's whole tumour, core, enhancing).
 
     The lesion-wise table (per label and size bin: lesions, detected, sensitivity, precision, F1,
     false-positive lesions per case) goes to ``<stem>_lesions.csv``.
@@ -418,13 +467,16 @@ def evaluate_folders(
             raise ValueError(f"{gt_dir}: no foreground label in ground truth or predictions; pass --labels")
     use = sorted(int(k) for k in labels)
     notes = _label_warnings(found, use, chosen)
+    regions = _check_regions(regions, use)
     rows: list[dict[str, Any]] = []
-    per_label: dict[int, list[LesionCounts]] = {label: [] for label in use}
+    per_label: dict[int | str, list[LesionCounts]] = {label: [] for label in [*use, *regions]}
     for pp, gp in pairs:
         pred, _ = load_mask(pp, threshold)
         gt, ga = load_mask(gp, threshold)
-        counts: dict[int, LesionCounts] = {}
-        for r in evaluate_case(pred, gt, use, ga, nsd_tolerance_mm, size_bins, lesions=counts):
+        counts: dict[int | str, LesionCounts] = {}
+        for r in evaluate_case(
+            pred, gt, use, ga, nsd_tolerance_mm, size_bins, lesions=counts, regions=regions
+        ):
             rows.append({"case": case_id_of(gp), **r})
         for label, c in counts.items():
             per_label[label].append(c)
@@ -444,7 +496,7 @@ def evaluate_folders(
             lesion_rows, csv_path.with_name(f"{stem}_lesions.csv"), first=("label", "size")
         )
         if plot:
-            plot_path = _box_plot(rows, use, csv_path.with_name(f"{stem}_boxplot.png"))
+            plot_path = _box_plot(rows, [*use, *regions], csv_path.with_name(f"{stem}_boxplot.png"))
     html_path = _review_page(rows, pairs, csv_path or pred_dir / "evaluation.csv", images) if html else None
     return EvaluationResult(
         rows, summary, csv_path, summary_path, plot_path, notes, lesion_rows, lesions_path, html_path

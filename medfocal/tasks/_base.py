@@ -29,7 +29,7 @@ from typing import Any, Literal
 import torch
 from pytorch_lightning import LightningModule
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 import medfocal
@@ -111,6 +111,17 @@ def resolved_alphas(loss: nn.Module) -> dict[str, list[float] | float]:
             value = alpha.detach().float().cpu()
             out[name] = value.tolist() if value.ndim else float(value)
     return out
+
+
+def uniform_auto_alpha(counts: torch.Tensor, alphas: Mapping[str, Any], ratio: float = 2.0) -> bool:
+    """True when imbalanced ``counts`` (max/min above ``ratio``) gave uniform ``alpha="auto"`` values."""
+    counts = torch.as_tensor(counts, dtype=torch.float64).clamp_min(1.0)
+    if counts.numel() < 2 or float(counts.max() / counts.min()) <= ratio:
+        return False
+    values = [torch.as_tensor(v, dtype=torch.float64).reshape(-1) for v in alphas.values()]
+    return bool(values) and all(
+        v.numel() > 1 and float(v.max() - v.min()) < 1e-3 * float(v.abs().max()) for v in values
+    )
 
 
 def restore_alphas(loss: nn.Module, values: Mapping[str, Any], where: str = "checkpoint") -> None:
@@ -289,9 +300,16 @@ class MedfocalModule(LightningModule):
             return  # validate/test/predict: the checkpoint's card may bring it (see _check_alpha)
         set_class_counts(self.loss, counts)
         self.training_class_counts = counts.tolist()
-        rank_zero_info(
-            f"medfocal: alpha 'auto' from class counts {counts.tolist()} -> {resolved_alphas(self.loss)}"
-        )
+        alphas = resolved_alphas(self.loss)
+        rank_zero_info(f"medfocal: alpha 'auto' from class counts {counts.tolist()} -> {alphas}")
+        if uniform_auto_alpha(counts, alphas):
+            rank_zero_warn(
+                f"alpha 'auto' has no effect here: the smallest class count ({counts.min():.0f}) is far "
+                "above 1 / (1 - beta) = 1000, so every class's effective number saturates and the "
+                "class-balanced weights are uniform (Cui et al.; voxel counts of segmentation do this). "
+                "Leave alpha out (the Dice term carries the imbalance) or give per-class values, e.g. "
+                "alpha: [0.25, 0.75]"
+            )
 
     def _check_alpha(self) -> None:
         """Before validate/test/predict: an ``alpha: auto`` neither the data nor a card resolved."""

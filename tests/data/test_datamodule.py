@@ -330,3 +330,20 @@ def test_datamodules_pass_every_loader_argument_through(tmp_path):
     for cls in (ClassificationDataModule, SegmentationDataModule):
         loading = cls(str(tmp_path), **given).loading
         assert {k: getattr(loading, k) for k in given} == given, cls.__name__
+
+
+def test_fit_writes_the_split_it_used(lesion_dataset, tmp_path):
+    """``splits.json`` in the run folder names the cases of each split (fold 1 of 3 here), so a user can
+    infer on exactly the validation cases of a fold."""
+    import pytorch_lightning as pl
+
+    dm = _seg(lesion_dataset, fold=1, num_folds=3, check="none")
+    dm.trainer = pl.Trainer(default_root_dir=str(tmp_path), logger=False, enable_progress_bar=False)
+    dm.setup("fit")
+    written = json.loads((tmp_path / "splits.json").read_text())
+    assert [r["case"] for r in written["val"]] == [r["case"] for r in dm.splits["val"]]
+    assert [r["image"] for r in written["train"]] == [str(r["image"]) for r in dm.splits["train"]]
+    cases = sorted(r["case"] for s in ("train", "val") for r in written[s])
+    assert cases == [f"case_{i:03d}" for i in range(6)]
+    assert [r["case"] for r in written["test"]] == ["case_006", "case_007"]  # imagesTs, unlabelled
+    assert not list(tmp_path.glob("*.tmp"))

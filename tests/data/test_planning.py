@@ -177,6 +177,30 @@ def _reason_above(text: str, key: str) -> str:
     return lines[index - 1].strip()
 
 
+def test_plan_caches_small_datasets_uses_no_class_weights_and_costs_3d_more(
+    lesion_dataset, lesion_images_2d, monkeypatch
+):
+    """Small datasets are cached in memory (loading every case each step made the BraTS plan 3x slower);
+    the loss has no ``alpha`` (effective-number weights of voxel counts are uniform); a 3D voxel costs
+    more than a 2D pixel in the time model, so at one budget a 3D plan gets fewer voxels per step."""
+    from medfocal.data import plan_rules
+
+    for data in (lesion_dataset, lesion_images_2d):
+        plan = _plan(data)
+        init = plan.config["data"]["init_args"]
+        assert init["cache"] == "memory"
+        assert "fit in memory" in _reason_above(render_yaml(plan), "cache")
+        inner = plan.config["model"]["init_args"]["loss"]
+        inner = inner["init_args"].get("loss", inner)
+        assert inner["init_args"]["alpha"] is None
+        assert "no class weights" in _reason_above(render_yaml(plan), "loss")
+    monkeypatch.setattr(plan_rules, "CACHE_BYTES", 1024)
+    plan = _plan(lesion_dataset)
+    assert plan.config["data"]["init_args"]["cache"] == "none"
+    assert "do not fit" in _reason_above(render_yaml(plan), "cache")
+    assert plan_rules.US_PER_VOXEL[3]["cpu"] > 2 * plan_rules.US_PER_VOXEL[2]["cpu"]
+
+
 def test_plan_3d_mri_turns_lowres_simulation_on_with_its_reason(lesion_dataset):
     plan = _plan(lesion_dataset)
     assert plan.config["data"]["init_args"]["preprocessing"]["modality"] == "mri"

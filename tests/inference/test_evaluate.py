@@ -184,3 +184,34 @@ def test_negative_labels_are_an_error_and_unscored_labels_are_reported(tmp_path,
     err = capsys.readouterr().err
     assert "warning: label 2 in the ground truth of 1 case(s) (a) is not among the scored labels [1]" in err
     assert "warning: label 7 in the prediction" in err
+
+
+def test_regions_are_scored_as_unions_of_labels(tmp_path, capsys):
+    """BraTS-style composite regions: WT = 1+2, a region's Dice is the Dice of the label unions, its
+    lesion row pools both labels, and it stays out of the per-label foreground mean."""
+    pred, gt = _pair()  # label 1: 6 predicted / 4 true voxels, 4 shared; label 2: one true voxel, missed
+    pred[5, 0, 0] = 2  # and one false-positive label-2 voxel, apart from the rest
+    rows = evaluate_case(pred, gt, [1, 2], AFFINE, regions={"WT": [1, 2]})
+    assert [r["label"] for r in rows] == [1, 2, "WT"]
+    union_p, union_g = np.isin(pred, [1, 2]), np.isin(gt, [1, 2])
+    expected = 2 * (union_p & union_g).sum() / (union_p.sum() + union_g.sum())
+    assert rows[2]["dice"] == pytest.approx(expected) and expected == pytest.approx(8 / 12)
+    assert rows[2]["lesions_gt"] == 2 and rows[2]["lesions_detected"] == 1 and rows[2]["lesions_fp"] == 1
+
+    pred_dir, gt_dir = _folders(tmp_path, pred, gt)
+    out = tmp_path / "m" / "metrics.csv"
+    code = main_evaluate(["-p", str(pred_dir), "-g", str(gt_dir), "--regions", "WT=1,2", "-o", str(out)])
+    assert code == 0
+    summary = {
+        (r["label"], r["metric"]): float(r["mean"])
+        for r in csv.DictReader((tmp_path / "m" / "metrics_summary.csv").open())
+    }
+    assert summary[("WT", "dice")] == pytest.approx(8 / 12)
+    assert summary[("mean", "dice")] == pytest.approx((0.8 + 0.0) / 2)  # labels only
+    table = csv.DictReader((tmp_path / "m" / "metrics_lesions.csv").open())
+    lesions = [r for r in table if r["label"] == "WT"]
+    assert lesions, "the lesion table has the region's rows"
+    assert main_evaluate(["-p", str(pred_dir), "-g", str(gt_dir), "--regions", "WT:1,2"]) == 2
+    assert "NAME=LABEL" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="not a label number"):
+        evaluate_folders(pred_dir, gt_dir, regions={"3": [1]}, output="")

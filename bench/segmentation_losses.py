@@ -1,0 +1,272 @@
+"""Issue 21 evidence: the focal-family losses against Dice + CE inside the planned segmentation recipe.
+
+For each dataset, ``medfocal plan`` writes one recipe (network, patches, sampling, augmentation, epochs,
+optimiser: nothing tuned by hand); every arm is that plan with only the loss swapped (an overlay YAML
+inside the plan's deep-supervision wrapper), trained with ``medfocal fit`` for the same epochs and seeds:
+
+- ``dice_ce``: Dice + CE (``DiceFocalLoss`` with gamma 0, what the plan picks for DRIVE);
+- ``dice_focal``: Dice + focal, gamma 2 (what the plan picks for BraTS, classes under 1% of the voxels);
+- ``jaccard_focal``: Jaccard + focal, gamma 2;
+- ``unified_focal``: unified focal (Yeung et al.; weight 0.5, delta 0.6, gamma 0.5);
+- ``automated_focal``: automated focal (Weber et al.; gamma adapted during training, voxel-wise only).
+
+Datasets: ``drive`` (``plan --budget 10``; fold 0 of 4 on the 20 training images; scored by the
+validation pass of ``fit`` at the best checkpoint: Dice, sensitivity, specificity, NSD) and ``brats``
+(``plan`` default budget; trained on ``train/``, scored on the 2 ``validation/`` cases by ``medfocal
+infer`` + ``medfocal evaluate --regions WT=1,2,3,4 TC=1,3,4 ET=4``: Dice, HD95 and lesion-wise
+sensitivity / false positives by lesion size). One thread per run, ``--jobs`` at once; each finished run
+appends one JSON line to ``--out`` (a killed bench resumes with ``--resume``); ``--report`` prints the
+tables (mean ± std over seeds).
+
+    python bench/segmentation_losses.py --sets drive --seeds 0 1 2 --jobs 2 --resume
+    python bench/segmentation_losses.py --report
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+DATA = Path(os.environ.get("MEDFOCAL_DATA", HERE.parent.parent / "shared" / "data"))
+FOLD0 = ["--data.init_args.fold=0", "--data.init_args.num_folds=4"]
+SETS = {
+    "drive": {"path": "drive/training", "budget": "10", "fit": FOLD0},
+    "brats": {"path": "brats2013", "budget": "cpu", "fit": []},
+}
+REGION = {"activation": "softmax", "include_background": False}
+LOSSES = {
+    "dice_ce": ("medfocal.losses.DiceFocalLoss", {**REGION, "gamma": 0.0}),
+    "dice_focal": ("medfocal.losses.DiceFocalLoss", {**REGION, "gamma": 2.0}),
+    "jaccard_focal": ("medfocal.losses.JaccardFocalLoss", {**REGION, "gamma": 2.0}),
+    "unified_focal": ("medfocal.losses.UnifiedFocalLoss", {"activation": "softmax"}),
+    "automated_focal": ("medfocal.losses.AutomatedFocalLoss", {"activation": "softmax"}),
+}
+BRATS_REGIONS = ["WT=1,2,3,4", "TC=1,3,4", "ET=4"]
+SIZE_BINS = ["100", "1000"]  # mm³: < 0.1 ml, 0.1-1 ml, >= 1 ml
+
+
+def overlay(arm: str) -> str:
+    """The loss of ``arm`` inside the plan's deep-supervision wrapper, as a YAML overlay."""
+    class_path, init_args = LOSSES[arm]
+    inner = json.dumps({"class_path": class_path, "init_args": init_args})
+    return (
+        f"# {arm}: only the loss differs from the plan\nmodel:\n  init_args:\n    loss:\n"
+        f"      class_path: medfocal.nets.DeepSupervisionLoss\n      init_args:\n        loss: {inner}\n"
+    )
+
+
+def medfocal(*args: str, cwd: Path, log: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    with log.open("a") as f:
+        f.write(f"\n$ medfocal {' '.join(args)}\n")
+        f.flush()
+        run = subprocess.run(
+            ["nice", "-n", "10", sys.executable, "-m", "medfocal.cli", *args],
+            cwd=cwd, stdout=f, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+    if run.returncode != 0:
+        raise RuntimeError(f"medfocal {args[0]} failed in {cwd} (exit {run.returncode}); see {log}")
+
+
+def val_row_at_best(run_dir: Path, best: Path) -> tuple[dict[str, float], int]:
+    """The validation metrics logged at the best checkpoint's epoch, and the number of epochs run."""
+    rows: list[dict[str, str]] = []
+    for path in sorted(run_dir.glob("runs/plan/**/metrics.csv")):
+        with path.open() as f:
+            rows += [r for r in csv.DictReader(f) if r.get("val/dice")]
+    epoch = int(best.stem.split("epoch")[-1])
+    row = next(r for r in rows if int(float(r["epoch"])) == epoch)
+    epochs = max(int(float(r["epoch"])) for r in rows) + 1
+    return {k: float(v) for k, v in row.items() if k.startswith("val/") and v != ""}, epochs
+
+
+def score_brats(run_dir: Path, best: Path, log: Path) -> dict[str, float]:
+    """``medfocal infer`` on the validation cases of ``splits.json``, then ``medfocal evaluate``."""
+    splits = json.loads(next(run_dir.glob("runs/plan/**/splits.json")).read_text())
+    table = run_dir / "val_cases.csv"
+    gt = run_dir / "gt"
+    gt.mkdir(exist_ok=True)
+    with table.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["case", "image"])
+        for r in splits["val"]:
+            w.writerow([r["case"], ";".join(r["image"]) if isinstance(r["image"], list) else r["image"]])
+            link = gt / f"{r['case']}.nii.gz"  # evaluate pairs files by name: links, no copies
+            if not link.exists():
+                link.symlink_to(r["label"])
+    pred = run_dir / "pred"
+    medfocal("infer", "-c", str(best), "-i", str(table), "-o", str(pred), "--overlap", "0.25",
+             "--no-progress", "--threads", "1", "--num-workers", "0", cwd=run_dir, log=log)  # fmt: skip
+    out = run_dir / "eval" / "evaluation.csv"
+    labels = ["--labels", "1", "2", "3", "4", "--regions", *BRATS_REGIONS, "--size-bins", *SIZE_BINS]
+    medfocal(
+        "evaluate", "-p", str(pred), "-g", str(gt), *labels, "-o", str(out), "--no-plot", cwd=run_dir, log=log
+    )
+    record: dict[str, float] = {}
+    with out.with_name("evaluation_summary.csv").open() as f:
+        for r in csv.DictReader(f):
+            if r["metric"] in ("dice", "hd95_mm", "nsd"):
+                record[f"{r['label']}/{r['metric']}"] = float(r["mean"])
+    with out.with_name("evaluation_lesions.csv").open() as f:
+        for r in csv.DictReader(f):
+            for key in ("lesions", "sensitivity", "fp_per_case"):
+                record[f"{r['label']}/lesion_{key}_{r['size']}"] = float(r[key])
+    return record
+
+
+def run_one(name: str, arm: str, seed: int, work: Path, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    root = work / name
+    run_dir = root / f"{arm}_seed{seed}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = run_dir / "log.txt"
+    (run_dir / "loss.yaml").write_text(overlay(arm))
+    common = ["--config", str(root / "plan.yaml"), "--config", "loss.yaml", f"--seed_everything={seed}",
+              "--trainer.enable_progress_bar=false", *SETS[name]["fit"], *extra]  # fmt: skip
+    start = time.perf_counter()
+    medfocal("fit", *common, cwd=run_dir, log=log)
+    fit_min = (time.perf_counter() - start) / 60
+    best = sorted(run_dir.glob("runs/plan/**/checkpoints/best*.ckpt"))
+    if len(best) != 1:
+        raise RuntimeError(f"{run_dir}: expected one best*.ckpt, found {[str(b) for b in best]}")
+    val, epochs = val_row_at_best(run_dir, best[0])
+    record: dict[str, Any] = {"set": name, "arm": arm, "seed": seed, "epochs": epochs,
+                              "best_epoch": int(best[0].stem.split("epoch")[-1]) + 1,
+                              "fit_min": round(fit_min, 2), **val}  # fmt: skip
+    if name == "brats":
+        record.update(score_brats(run_dir, best[0].resolve(), log))
+    return record
+
+
+def done_keys(out: Path) -> set[tuple[str, str, int]]:
+    if not out.exists():
+        return set()
+    return {(r["set"], r["arm"], r["seed"]) for r in map(json.loads, out.read_text().splitlines()) if r}
+
+
+def bench(args: argparse.Namespace) -> None:
+    work = args.work.resolve()
+    for name in args.sets:
+        plan = work / name / "plan.yaml"
+        if not plan.exists():
+            plan.parent.mkdir(parents=True, exist_ok=True)
+            source, budget = str(DATA / SETS[name]["path"]), SETS[name]["budget"]
+            medfocal(
+                "plan",
+                source,
+                "--budget",
+                budget,
+                "-o",
+                str(plan),
+                cwd=plan.parent,
+                log=plan.parent / "plan.log",
+            )
+    done = done_keys(args.out) if args.resume else set()
+    arms = {"drive": args.arms, "brats": args.brats_arms}
+    seeds = {"drive": args.seeds, "brats": args.brats_seeds}
+    jobs = [
+        (n, a, s)
+        for s in sorted(set(args.seeds) | set(args.brats_seeds))
+        for n in args.sets
+        for a in arms[n]
+        if s in seeds[n] and (n, a, s) not in done
+    ]
+    print(f"{len(jobs)} runs to do, {args.jobs} at a time; records -> {args.out}", flush=True)
+
+    def one(job: tuple[str, str, int]) -> None:
+        try:
+            record = run_one(*job, work=work, extra=tuple(args.extra))
+        except Exception as exc:  # one failed run is reported, the others go on
+            print(f"FAILED {job}: {exc}", flush=True)
+            return
+        with args.out.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        print(f"done {job}: val Dice {record['val/dice']:.3f} ({record['fit_min']:.1f} min)", flush=True)
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        list(pool.map(one, jobs))
+
+
+def _ms(values: list[float], digits: int = 3) -> str:
+    v = np.asarray([x for x in values if x == x], float)
+    if len(v) == 0:
+        return "–"
+    return f"{v.mean():.{digits}f}" if len(v) == 1 else f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
+
+
+def _table(records: list[dict[str, Any]], name: str, columns: list[tuple[str, str, int]]) -> list[str]:
+    head = "| loss | seeds | epochs | fit min | " + " | ".join(c[0] for c in columns) + " |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for arm in LOSSES:
+        rs = [r for r in records if r["set"] == name and r["arm"] == arm]
+        if rs:
+            cells = [_ms([r.get(key, float("nan")) for r in rs], d) for _, key, d in columns]
+            seeds = ",".join(str(r["seed"]) for r in sorted(rs, key=lambda r: r["seed"]))
+            lines.append(f"| {arm} | {seeds} | {rs[0]['epochs']} | {_ms([r['fit_min'] for r in rs], 1)} | "
+                         + " | ".join(cells) + " |")  # fmt: skip
+    return lines
+
+
+def report(out: Path) -> str:
+    records = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+    drive = [
+        ("val Dice", "val/dice", 3),
+        ("sensitivity", "val/sensitivity", 3),
+        ("specificity", "val/specificity", 3),
+        ("NSD", "val/nsd", 3),
+        ("HD95 px", "val/hd95", 1),
+    ]
+    brats = [(f"{r} Dice", f"{r}/dice", 3) for r in ("WT", "TC", "ET")]
+    brats += [(f"{r} HD95 mm", f"{r}/hd95_mm", 1) for r in ("WT", "TC", "ET")]
+    names = ("necrosis", "oedema", "non-enh.", "enh.")
+    brats += [(f"{n} ({k})", f"{k}/dice", 3) for k, n in enumerate(names, start=1)]
+    lesions = []
+    for region in ("ET", "TC", "WT"):
+        for key, text in (("<100", "< 0.1 ml"), ("100-1000", "0.1-1 ml"), (">=1000", ">= 1 ml")):
+            lesions.append((f"{region} {text} sens.", f"{region}/lesion_sensitivity_{key}", 2))
+        lesions.append((f"{region} FP lesions/case", f"{region}/lesion_fp_per_case_all", 1))
+    text = ["### DRIVE, fold 0 of 4 (5 validation images), `plan --budget 10`", ""]
+    text += _table(records, "drive", drive)
+    text += ["", "### BraTS 2013, 2 validation cases, `plan` (30-minute CPU budget)", ""]
+    text += _table(records, "brats", brats)
+    text += ["", "Lesion-wise (BraTS validation cases; a lesion is a connected component of the region):", ""]
+    text += _table(records, "brats", lesions)
+    return "\n".join(text) + "\n"
+
+
+def main() -> None:
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
+    parser.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
+    parser.add_argument("--arms", nargs="+", default=list(LOSSES), choices=list(LOSSES), help="DRIVE arms")
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2], help="DRIVE seeds")
+    parser.add_argument("--brats-arms", nargs="+", default=["dice_ce", "dice_focal"], choices=list(LOSSES))
+    parser.add_argument("--brats-seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--extra", action="append", default=[], help="one more fit option (smoke runs)")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/seglosses"))
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "segmentation_losses_runs.jsonl")
+    parser.add_argument("--resume", action="store_true", help="skip runs already recorded in --out")
+    parser.add_argument("--report", action="store_true", help="print the tables of --out and exit")
+    args = parser.parse_args()
+    if args.report:
+        print(report(args.out))
+        return
+    bench(args)
+    print(report(args.out))
+
+
+if __name__ == "__main__":
+    main()
