@@ -228,7 +228,11 @@ def segmentation_plan(
     steps_per_epoch = min(steps_per_epoch, limit or steps_per_epoch)
     epochs = int(np.clip(seconds * 0.85 / (steps_per_epoch * step_s), 5, 1000))
     val_s = 0.35 * us * 1e-6 * base / 16 * float(np.prod(shape)) * 2.0 * max(1, fp.num_cases - n_train)
-    every = int(np.clip(math.ceil(10 * val_s / max(steps_per_epoch * step_s, 1e-6)), 1, max(1, epochs // 5)))
+    # validation near 10% of the training time, at least once; epochs rounded down to a multiple of the
+    # interval so the last epoch is validated (a whole BraTS volume costs minutes on a CPU)
+    n_val = int(np.clip(round(0.1 * epochs * steps_per_epoch * step_s / max(val_s, 1e-6)), 1, epochs))
+    every = max(1, epochs // n_val)
+    epochs = every * (epochs // every)
     fg = fp.class_fractions[1:] if len(fp.class_fractions) > 1 else [0.0]
     rare = min(fg)
     spec, why_spec = _preprocessing(fp, None if uniform else spacing)
@@ -366,7 +370,10 @@ def segmentation_plan(
     r["trainer.max_epochs"] = (
         f"{seconds / 60:.0f} min budget / ({steps_per_epoch} steps x ~{step_s:.2f} s) per epoch"
     )
-    r["trainer.check_val_every_n_epoch"] = "validation kept near 10% of the training time"
+    r["trainer.check_val_every_n_epoch"] = (
+        f"{epochs // every} validation(s) of ~{val_s:.0f} s (sliding window over whole images): about 10% "
+        "of the training time, the last at the last epoch"
+    )
     r["trainer.precision"] = "mixed precision on GPU" if device == "gpu" else "float32 on CPU"
     common_reasons(r, fp)
     r["model.init_args.sw_batch_size"] = "windows per forward pass in validation"

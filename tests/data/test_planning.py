@@ -194,6 +194,14 @@ def test_plan_caches_small_datasets_uses_no_class_weights_and_costs_3d_more(
         inner = inner["init_args"].get("loss", inner)
         assert inner["init_args"]["alpha"] is None
         assert "no class weights" in _reason_above(render_yaml(plan), "loss")
+        # the last epoch is a validation epoch (the best checkpoint can be the last one)
+        trainer = plan.config["trainer"]
+        assert trainer["max_epochs"] % trainer["check_val_every_n_epoch"] == 0
+        assert (
+            plan.config["model"]["init_args"]["lr_scheduler"]["init_args"]["total_iters"]
+            == trainer["max_epochs"]
+        )
+        assert "the last at the last epoch" in _reason_above(render_yaml(plan), "check_val_every_n_epoch")
     monkeypatch.setattr(plan_rules, "CACHE_BYTES", 1024)
     plan = _plan(lesion_dataset)
     assert plan.config["data"]["init_args"]["cache"] == "none"

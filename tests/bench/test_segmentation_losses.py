@@ -1,0 +1,35 @@
+"""`bench/segmentation_losses.py`: each arm is the plan with only its loss swapped."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from medfocal.cli import main
+from medfocal.data.planning import plan_dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+import segmentation_losses
+
+
+@pytest.mark.parametrize("arm", list(segmentation_losses.LOSSES))
+def test_each_arm_changes_the_loss_and_nothing_else(arm, lesion_dataset, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    plan_dataset(lesion_dataset, out=tmp_path / "plan.yaml", show=False)
+    (tmp_path / "loss.yaml").write_text(segmentation_losses.overlay(arm))
+    assert main(["fit", "--config", "plan.yaml", "--print_config"]) == 0
+    planned = yaml.safe_load(capsys.readouterr().out)
+    assert main(["fit", "--config", "plan.yaml", "--config", "loss.yaml", "--print_config"]) == 0
+    merged = yaml.safe_load(capsys.readouterr().out)
+    loss = merged["model"]["init_args"].pop("loss")
+    assert loss["class_path"] == "medfocal.nets.DeepSupervisionLoss"
+    class_path, init_args = segmentation_losses.LOSSES[arm]
+    inner = loss["init_args"]["loss"]
+    assert inner["class_path"] == class_path
+    for key, value in init_args.items():
+        assert inner["init_args"][key] == value, key
+    planned["model"]["init_args"].pop("loss")
+    assert merged == planned  # the network, data, trainer, optimiser and schedule of the plan
