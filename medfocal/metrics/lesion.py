@@ -130,17 +130,21 @@ def lesion_counts(
     p_lab, n_p = ndimage.label(p, structure)
     g_size = np.bincount(g_lab.ravel(), minlength=n_g + 1)[1:].astype(np.float64)
     p_size = np.bincount(p_lab.ravel(), minlength=n_p + 1)[1:].astype(np.float64)
-    # overlap[i, j]: voxels shared by GT lesion i+1 and predicted component j+1
+    # the overlapping (GT lesion, predicted component) pairs and their shared voxels, sparse: a noisy
+    # prediction can have 10^5 components, too many for a dense lesions x components table
     both = (g_lab > 0) & (p_lab > 0)
-    overlap = np.zeros((n_g, n_p), dtype=np.float64)
-    np.add.at(overlap, (g_lab[both] - 1, p_lab[both] - 1), 1.0)
-    union = g_size[:, None] + p_size[None, :] - overlap
-    matched = (overlap > 0) & (overlap / np.maximum(union, 1.0) > min_iou)
+    gi, pj = g_lab[both].astype(np.int64) - 1, p_lab[both].astype(np.int64) - 1
+    pairs, overlap = np.unique(gi * max(n_p, 1) + pj, return_counts=True)
+    gi, pj = pairs // max(n_p, 1), pairs % max(n_p, 1)
+    union = g_size[gi] + p_size[pj] - overlap
+    matched = overlap / np.maximum(union, 1.0) > min_iou
     names = size_bin_names(size_bins)
     g_bin = _bin_index(g_size * voxel, size_bins)
     p_bin = _bin_index(p_size * voxel, size_bins)
-    g_hit = matched.any(axis=1)
-    p_hit = matched.any(axis=0)
+    g_hit = np.zeros(n_g, dtype=bool)
+    g_hit[gi[matched]] = True
+    p_hit = np.zeros(n_p, dtype=bool)
+    p_hit[pj[matched]] = True
     counts = LesionCounts(bins=names)
     for b, name in enumerate(names):
         counts.gt_total[name] = int((g_bin == b).sum())

@@ -105,3 +105,37 @@ def test_normalised_surface_dice():
     assert normalised_surface_dice(shifted, gt, tolerance_mm=1.0, spacing=(1.0, 3.0)) < 1.0
     assert normalised_surface_dice(np.zeros_like(gt), np.zeros_like(gt), 1.0) == 1.0
     assert normalised_surface_dice(np.zeros_like(gt), gt, 1.0) == 0.0
+
+
+def _brute_force_hits(pred, target, min_iou):
+    """Per lesion and per component, with one full-size mask each: the definition, slowly."""
+    from scipy import ndimage
+
+    structure = ndimage.generate_binary_structure(target.ndim, target.ndim)
+    g_lab, n_g = ndimage.label(target, structure)
+    p_lab, n_p = ndimage.label(pred, structure)
+    g_hit, p_hit = np.zeros(n_g, bool), np.zeros(n_p, bool)
+    for i in range(n_g):
+        for j in range(n_p):
+            a, b = g_lab == i + 1, p_lab == j + 1
+            inter = (a & b).sum()
+            if inter and inter / (a | b).sum() > min_iou:
+                g_hit[i] = p_hit[j] = True
+    return g_lab, p_lab, g_hit, p_hit
+
+
+@pytest.mark.parametrize("min_iou", [0.0, 0.2])
+def test_matching_equals_the_brute_force_definition_on_random_masks(min_iou):
+    rng = np.random.default_rng(3)
+    for _ in range(4):
+        target = rng.random((24, 20, 6)) > 0.93
+        pred = rng.random((24, 20, 6)) > 0.9
+        counts = lesion_counts(pred, target, size_bins=[2, 4], min_iou=min_iou)
+        g_lab, p_lab, g_hit, p_hit = _brute_force_hits(pred, target, min_iou)
+        g_size = np.bincount(g_lab.ravel())[1:]
+        p_size = np.bincount(p_lab.ravel())[1:]
+        for name, lo, hi in (("<2", 0, 2), ("2-4", 2, 4), (">=4", 4, np.inf)):
+            in_g, in_p = (g_size >= lo) & (g_size < hi), (p_size >= lo) & (p_size < hi)
+            assert counts.gt_total[name] == in_g.sum() and counts.pred_total[name] == in_p.sum()
+            assert counts.gt_detected[name] == (g_hit & in_g).sum(), name
+            assert counts.pred_tp[name] == (p_hit & in_p).sum(), name
