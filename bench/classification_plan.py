@@ -24,7 +24,6 @@ import argparse
 import csv
 import json
 import os
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +35,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from accuracy_medmnist import PUBLISHED, PUBLISHED_SOURCE  # noqa: E402
+from plan_runs import append_record, done_keys, mean_std, medfocal  # noqa: E402
 
 DATA = Path(os.environ.get("MEDFOCAL_DATA", HERE.parent.parent / "shared" / "data")) / "medmnist"
 SETS = {
@@ -62,19 +62,6 @@ data:
     augmentation: {flip_prob: 0.0, rot90_prob: 0.0, affine_prob: 0.0, noise_prob: 0.0,
                    contrast_prob: 0.0, histogram_shift_prob: 0.0, intensity_prob: 0.0, colour_prob: 0.0}
 """
-
-
-def medfocal(*args: str, cwd: Path, log: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    with log.open("a") as f:
-        f.write(f"\n$ medfocal {' '.join(args)}\n")
-        f.flush()
-        run = subprocess.run(
-            ["nice", "-n", "10", sys.executable, "-m", "medfocal.cli", *args],
-            cwd=cwd, stdout=f, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
-    if run.returncode != 0:
-        raise RuntimeError(f"medfocal {args[0]} failed in {cwd} (exit {run.returncode}); see {log}")
 
 
 def read_metrics(root: Path) -> list[dict[str, str]]:
@@ -130,12 +117,6 @@ def run_one(
     return record
 
 
-def done_keys(out: Path) -> set[tuple[str, str, int]]:
-    if not out.exists():
-        return set()
-    return {(r["set"], r["arm"], r["seed"]) for r in map(json.loads, out.read_text().splitlines()) if r}
-
-
 def bench(args: argparse.Namespace) -> None:
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -162,22 +143,12 @@ def bench(args: argparse.Namespace) -> None:
         except Exception as exc:  # one failed run is reported, the others go on
             print(f"FAILED {job}: {exc}", flush=True)
             return
-        with args.out.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_record(args.out, record)
         print(f"done {job}: test acc {record['test/accuracy']:.3f} auc {record['test/auroc']:.3f} "
               f"({record['fit_min']:.1f} min)", flush=True)  # fmt: skip
 
     with ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(one, jobs))
-
-
-def _ms(values: list[float]) -> str:
-    v = np.asarray([x for x in values if x == x], float)
-    if len(v) == 0:
-        return "–"
-    return f"{v.mean():.3f}" if len(v) == 1 else f"{v.mean():.3f} ± {v.std(ddof=1):.3f}"
 
 
 def report(out: Path) -> str:
@@ -194,13 +165,13 @@ def report(out: Path) -> str:
                 continue
 
             def col(key: str, rs: list[dict[str, Any]] = rs) -> str:
-                return _ms([r.get(key, float("nan")) for r in rs])
+                return mean_std([r.get(key, float("nan")) for r in rs])
 
             rare = [r.get("rare_recall_op", r["rare_recall_argmax"]) for r in rs]
             lines.append(
                 f"| {name} | {arm} | {len(rs)} | {rs[0]['epochs']} | {col('fit_min')} | {col('val_auroc')} | "
                 f"{col('test/accuracy')} | {col('test/auroc')} | {col('test/balanced_accuracy')} | "
-                f"{col('test/op/accuracy')} | {col('test/op/balanced_accuracy')} | {_ms(rare)} | "
+                f"{col('test/op/accuracy')} | {col('test/op/balanced_accuracy')} | {mean_std(rare)} | "
                 f"{col('test/ece')} | {col('test/kappa_quadratic')} |"
             )
         pub = PUBLISHED.get(name)

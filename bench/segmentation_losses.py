@@ -28,16 +28,16 @@ import argparse
 import csv
 import json
 import os
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from plan_runs import append_record, done_keys, mean_std, medfocal  # noqa: E402
+
 DATA = Path(os.environ.get("MEDFOCAL_DATA", HERE.parent.parent / "shared" / "data"))
 FOLD0 = ["--data.init_args.fold=0", "--data.init_args.num_folds=4"]
 SETS = {
@@ -64,19 +64,6 @@ def overlay(arm: str) -> str:
         f"# {arm}: only the loss differs from the plan\nmodel:\n  init_args:\n    loss:\n"
         f"      class_path: medfocal.nets.DeepSupervisionLoss\n      init_args:\n        loss: {inner}\n"
     )
-
-
-def medfocal(*args: str, cwd: Path, log: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    with log.open("a") as f:
-        f.write(f"\n$ medfocal {' '.join(args)}\n")
-        f.flush()
-        run = subprocess.run(
-            ["nice", "-n", "10", sys.executable, "-m", "medfocal.cli", *args],
-            cwd=cwd, stdout=f, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
-    if run.returncode != 0:
-        raise RuntimeError(f"medfocal {args[0]} failed in {cwd} (exit {run.returncode}); see {log}")
 
 
 def val_row_at_best(run_dir: Path, best: Path) -> tuple[dict[str, float], int]:
@@ -148,12 +135,6 @@ def run_one(name: str, arm: str, seed: int, work: Path, extra: tuple[str, ...] =
     return record
 
 
-def done_keys(out: Path) -> set[tuple[str, str, int]]:
-    if not out.exists():
-        return set()
-    return {(r["set"], r["arm"], r["seed"]) for r in map(json.loads, out.read_text().splitlines()) if r}
-
-
 def bench(args: argparse.Namespace) -> None:
     work = args.work.resolve()
     for name in args.sets:
@@ -189,21 +170,11 @@ def bench(args: argparse.Namespace) -> None:
         except Exception as exc:  # one failed run is reported, the others go on
             print(f"FAILED {job}: {exc}", flush=True)
             return
-        with args.out.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_record(args.out, record)
         print(f"done {job}: val Dice {record['val/dice']:.3f} ({record['fit_min']:.1f} min)", flush=True)
 
     with ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(one, jobs))
-
-
-def _ms(values: list[float], digits: int = 3) -> str:
-    v = np.asarray([x for x in values if x == x], float)
-    if len(v) == 0:
-        return "–"
-    return f"{v.mean():.{digits}f}" if len(v) == 1 else f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
 
 
 def _table(records: list[dict[str, Any]], name: str, columns: list[tuple[str, str, int]]) -> list[str]:
@@ -212,10 +183,10 @@ def _table(records: list[dict[str, Any]], name: str, columns: list[tuple[str, st
     for arm in LOSSES:
         rs = [r for r in records if r["set"] == name and r["arm"] == arm]
         if rs:
-            cells = [_ms([r.get(key, float("nan")) for r in rs], d) for _, key, d in columns]
+            cells = [mean_std([r.get(key, float("nan")) for r in rs], d) for _, key, d in columns]
             seeds = ",".join(str(r["seed"]) for r in sorted(rs, key=lambda r: r["seed"]))
-            lines.append(f"| {arm} | {seeds} | {rs[0]['epochs']} | {_ms([r['fit_min'] for r in rs], 1)} | "
-                         + " | ".join(cells) + " |")  # fmt: skip
+            minutes = mean_std([r["fit_min"] for r in rs], 1)
+            lines.append(f"| {arm} | {seeds} | {rs[0]['epochs']} | {minutes} | " + " | ".join(cells) + " |")
     return lines
 
 
