@@ -11,7 +11,7 @@ inside the plan's deep-supervision wrapper), trained with ``medfocal fit`` for t
 - ``automated_focal``: automated focal (Weber et al.; gamma adapted during training, voxel-wise only).
 
 Datasets: ``drive`` (``plan --budget 10``; fold 0 of 4 on the 20 training images; scored by the
-validation pass of ``fit`` at the best checkpoint: Dice, sensitivity, specificity, NSD) and ``brats``
+validation pass of ``fit`` at the best checkpoint: Dice, sensitivity, specificity, HD95) and ``brats``
 (``plan`` default budget; trained on ``train/``, scored on the 2 ``validation/`` cases by ``medfocal
 infer`` + ``medfocal evaluate --regions WT=1,2,3,4 TC=1,3,4 ET=4``: Dice, HD95 and lesion-wise
 sensitivity / false positives by lesion size). One thread per run, ``--jobs`` at once; each finished run
@@ -196,7 +196,6 @@ def report(out: Path) -> str:
         ("val Dice", "val/dice", 3),
         ("sensitivity", "val/sensitivity", 3),
         ("specificity", "val/specificity", 3),
-        ("NSD", "val/nsd", 3),
         ("HD95 px", "val/hd95", 1),
     ]
     brats = [(f"{r} Dice", f"{r}/dice", 3) for r in ("WT", "TC", "ET")]

@@ -187,21 +187,29 @@ class BaseDataModule(pl.LightningDataModule):
     def splits_record(self) -> dict[str, list[dict[str, Any]]]:
         """The splits as JSON-ready case lists: ``{"train"|"val"|"test": [{"case", "image", "label"}]}``.
 
-        Paths and labels as the layout gives them (a list of paths for multi-channel images); the other
-        keys of a record (FOV masks, boxes) are left out.
+        Paths and labels as the layout gives them (a list of paths for multi-channel images); images held
+        in memory (MedMNIST arrays) are named by their ``case`` only; other keys (FOV masks, boxes) are
+        left out.
         """
 
         def plain(value: Any) -> Any:
             if isinstance(value, (list, tuple)):
-                return [plain(v) for v in value]
-            if isinstance(value, (np.generic, torch.Tensor)):
-                return value.tolist()
-            return value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
+                items = [plain(v) for v in value]
+                return None if any(v is None for v in items) else items
+            if isinstance(value, (str, Path)):
+                return str(value)
+            if isinstance(value, (np.ndarray, torch.Tensor)):
+                flat = value.reshape(-1).tolist()
+                return flat[0] if len(flat) == 1 else None  # an image held in memory: named by its case
+            if isinstance(value, np.generic):
+                return value.item()
+            return value if isinstance(value, (int, float, bool)) else None
 
-        return {
-            name: [{k: plain(r[k]) for k in ("case", "image", "label") if k in r} for r in records]
-            for name, records in self.splits.items()
-        }
+        out: dict[str, list[dict[str, Any]]] = {}
+        for name, records in self.splits.items():
+            rows = [{k: plain(r[k]) for k in ("case", "image", "label") if k in r} for r in records]
+            out[name] = [{k: v for k, v in row.items() if v is not None} for row in rows]
+        return out
 
     def _write_splits(self) -> None:
         """``splits.json`` in the run's log folder (which cases trained and validated, as nnU-Net's

@@ -347,3 +347,14 @@ def test_fit_writes_the_split_it_used(lesion_dataset, tmp_path):
     assert cases == [f"case_{i:03d}" for i in range(6)]
     assert [r["case"] for r in written["test"]] == ["case_006", "case_007"]  # imagesTs, unlabelled
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_split_record_of_in_memory_images_names_cases_not_pixels(classification_npz):
+    """MedMNIST images live in the npz: the record names each case and its label, never the pixels."""
+    dm = ClassificationDataModule(str(classification_npz), num_workers=0, check="none")
+    record = dm.splits_record()
+    assert [r["case"] for r in record["val"]] == [r["case"] for r in dm.splits["val"]]
+    assert all(
+        set(r) == {"case", "label"} and isinstance(r["label"], int) for s in record.values() for r in s
+    )
+    assert len(json.dumps(record)) < 100 * sum(len(s) for s in record.values())
