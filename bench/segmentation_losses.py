@@ -29,7 +29,6 @@ import csv
 import json
 import os
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -49,9 +48,18 @@ LOSSES = {
     "dice_ce": ("medfocal.losses.DiceFocalLoss", {**REGION, "gamma": 0.0}),
     "dice_focal": ("medfocal.losses.DiceFocalLoss", {**REGION, "gamma": 2.0}),
     "jaccard_focal": ("medfocal.losses.JaccardFocalLoss", {**REGION, "gamma": 2.0}),
-    "unified_focal": ("medfocal.losses.UnifiedFocalLoss", {"activation": "softmax"}),
-    "automated_focal": ("medfocal.losses.AutomatedFocalLoss", {"activation": "softmax"}),
+    "unified_focal": (
+        "medfocal.losses.UnifiedFocalLoss",
+        {"activation": "softmax", "weight": 0.5, "delta": 0.6, "gamma": 0.5},
+    ),
+    "automated_focal": (
+        "medfocal.losses.AutomatedFocalLoss",
+        {"activation": "softmax", "include_background": True, "alpha": None},
+    ),
 }
+# Every argument an arm shares with the plan's loss is given: LightningCLI keeps the earlier config's
+# init_args of the same name when the class changes (an unset gamma of UnifiedFocalLoss became the plan's
+# 0.0, AutomatedFocalLoss got include_background false and predicted vessel everywhere).
 BRATS_REGIONS = ["WT=1,2,3,4", "TC=1,3,4", "ET=4"]
 SIZE_BINS = ["100", "1000"]  # mm³: < 0.1 ml, 0.1-1 ml, >= 1 ml
 
@@ -112,6 +120,23 @@ def score_brats(run_dir: Path, best: Path, log: Path) -> dict[str, float]:
     return record
 
 
+def fit_finished(run_dir: Path, log: Path) -> bool:
+    """A fit of this run already ended (a resumed benchmark scores it instead of training again)."""
+    if not log.exists():
+        return False
+    text = log.read_text()
+    last_fit = text.rfind("$ medfocal fit")
+    stopped = last_fit >= 0 and "`Trainer.fit` stopped" in text[last_fit:]
+    return stopped and any(run_dir.glob("runs/plan/**/best*.ckpt"))
+
+
+def fit_minutes(run_dir: Path) -> float:
+    """Wall minutes of the fit: its log folder's creation to its last checkpoint."""
+    version = sorted(run_dir.glob("runs/plan/lightning_logs/version_*"))[-1]
+    end = max(p.stat().st_mtime for p in version.glob("checkpoints/*.ckpt"))
+    return (end - (version / "hparams.yaml").stat().st_mtime) / 60
+
+
 def run_one(name: str, arm: str, seed: int, work: Path, extra: tuple[str, ...] = ()) -> dict[str, Any]:
     root = work / name
     run_dir = root / f"{arm}_seed{seed}"
@@ -120,9 +145,9 @@ def run_one(name: str, arm: str, seed: int, work: Path, extra: tuple[str, ...] =
     (run_dir / "loss.yaml").write_text(overlay(arm))
     common = ["--config", str(root / "plan.yaml"), "--config", "loss.yaml", f"--seed_everything={seed}",
               "--trainer.enable_progress_bar=false", *SETS[name]["fit"], *extra]  # fmt: skip
-    start = time.perf_counter()
-    medfocal("fit", *common, cwd=run_dir, log=log)
-    fit_min = (time.perf_counter() - start) / 60
+    if not fit_finished(run_dir, log):
+        medfocal("fit", *common, cwd=run_dir, log=log)
+    fit_min = fit_minutes(run_dir)
     best = sorted(run_dir.glob("runs/plan/**/checkpoints/best*.ckpt"))
     if len(best) != 1:
         raise RuntimeError(f"{run_dir}: expected one best*.ckpt, found {[str(b) for b in best]}")

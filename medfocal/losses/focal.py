@@ -7,6 +7,7 @@ which compute ``log_softmax`` once for the focal and the region terms.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -343,6 +344,16 @@ class FocalLoss(nn.Module):
         self.label_smoothing = float(label_smoothing)
         self.ignore_index = ignore_index
         self.include_background = include_background
+        if not include_background and self.activation == Activation.SOFTMAX:
+            warnings.warn(
+                f"{type(self).__name__}(activation='softmax', include_background=False): voxels of class 0 "
+                "add no loss, so nothing stops the network from predicting a foreground class everywhere "
+                "(the loss then goes to 0 while Dice falls to the foreground fraction). Keep "
+                "include_background=True for a voxel-wise loss; the hybrids (DiceFocalLoss, ...) already "
+                "keep every class in their focal term",
+                UserWarning,
+                stacklevel=2,
+            )
         self.alpha_auto, alpha_tensor = parse_alpha(alpha)
         self.register_buffer("alpha", alpha_tensor, persistent=False)
         weight_tensor = None if weight is None else torch.as_tensor(weight, dtype=torch.float32).reshape(-1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import sys
 from pathlib import Path
 
@@ -31,5 +33,10 @@ def test_each_arm_changes_the_loss_and_nothing_else(arm, lesion_dataset, tmp_pat
     assert inner["class_path"] == class_path
     for key, value in init_args.items():
         assert inner["init_args"][key] == value, key
+    # every other argument is the class's default, not a value left over from the plan's loss
+    cls = getattr(importlib.import_module(class_path.rsplit(".", 1)[0]), class_path.rsplit(".", 1)[1])
+    for name, param in inspect.signature(cls).parameters.items():
+        if name not in init_args and param.default is not inspect.Parameter.empty:
+            assert inner["init_args"][name] == param.default, (arm, name)
     planned["model"]["init_args"].pop("loss")
     assert merged == planned  # the network, data, trainer, optimiser and schedule of the plan

@@ -121,7 +121,17 @@ def test_monai_sigmoid_focal(seg_shape):
 
 def test_include_background_false_zeroes_class0_voxels():
     x, t = rand_case((2, 3, 6, 6))
-    ours = FocalLoss("softmax", gamma=2.0, include_background=False)(x, t)
+    # a voxel-wise softmax loss without class 0 rewards "foreground everywhere": said at construction
+    with pytest.warns(UserWarning, match="predicting a foreground class everywhere"):
+        loss = FocalLoss("softmax", gamma=2.0, include_background=False)
+    ours = loss(x, t)
+    everywhere = torch.full_like(x, -20.0)
+    everywhere[:, 1] = 20.0  # class 1 predicted on every voxel: near-zero loss without class 0
+    assert (
+        float(loss(everywhere, (t > 0).long()))
+        < 1e-6
+        < float(FocalLoss("softmax")(everywhere, (t > 0).long()))
+    )
     torch.testing.assert_close(ours, softmax_focal_ref(x, t, 2.0, [0.0, 1.0, 1.0]))
     xs = x[:, :2]
     ys = one_hot(t.clamp_max(1), 2)
