@@ -23,6 +23,7 @@ __all__ = [
     "common_reasons",
     "dynunet_topology",
     "fit_patch",
+    "lowres_factor",
     "segmentation_plan",
     "square_in_plane",
     "target_spacing",
@@ -35,6 +36,8 @@ MIN_STEPS = {"cpu": 1000, "gpu": 25000}  # optimiser steps the patch size must l
 MAX_PATCH_VOXELS = {2: {"cpu": 256 * 256, "gpu": 512 * 512}, 3: {"cpu": 96**3, "gpu": 160 * 160 * 128}}
 LIMIT_BATCHES = {"cpu": 50, "gpu": 250}  # nnU-Net's 250 iterations per epoch on GPU
 ANISOTROPY = 3.0
+LOWRES_COVER = 0.25  # share of the median volume a 3D patch should see (nnU-Net's low-resolution trigger)
+LOWRES_MAX = 2.0  # at most this much coarser than the target spacing (small lesions must stay visible)
 
 
 def target_spacing(spacings: list[list[float]]) -> tuple[list[float], str]:
@@ -80,9 +83,39 @@ def fit_patch(shape: list[int], spacing: list[float], max_voxels: int) -> list[i
         if all(p <= 8.0 for p in patch):
             break
     patch_int = [max(8, int(p)) for p in patch]
-    _, strides = dynunet_topology(patch_int, spacing)
+    fitted = _divisible(patch_int, spacing)
+    # rounding down to the strides can drop a third of the budget (28 x 32 x 32 of 38k voxels): grow the
+    # axis shortest in mm by one stride while the patch stays within budget, image and divisibility
+    while True:
+        _, strides = dynunet_topology(fitted, spacing)
+        total = np.prod(np.asarray(strides), axis=0)
+        grown = None
+        for i in np.argsort([f * s for f, s in zip(fitted, spacing)]):
+            trial = list(fitted)
+            trial[i] += int(total[i])
+            if trial[i] <= shape[i] and np.prod(trial) <= max_voxels and _divisible(trial, spacing) == trial:
+                grown = trial
+                break
+        if grown is None:
+            return fitted
+        fitted = grown
+
+
+def _divisible(patch: list[int], spacing: list[float]) -> list[int]:
+    """Each axis rounded down to a multiple of its total stride in the patch's own topology."""
+    _, strides = dynunet_topology(patch, spacing)
     total = np.prod(np.asarray(strides), axis=0)
-    return [int(max(t, (p // t) * t)) for p, t in zip(patch_int, total)]
+    return [int(max(t, (p // t) * t)) for p, t in zip(patch, total)]
+
+
+def lowres_factor(patch: list[int], shape: list[int]) -> float:
+    """Spacing factor (1 to ``LOWRES_MAX``) that lets a patch of the same voxel count see ``LOWRES_COVER``
+    of the median volume; 1 when it already does (nnU-Net plans a low-resolution stage for the same
+    reason, with its larger GPU patch)."""
+    cover = float(np.prod(np.minimum(patch, shape)) / max(np.prod(shape), 1))
+    if cover >= LOWRES_COVER:
+        return 1.0
+    return float(min(LOWRES_MAX, (LOWRES_COVER / cover) ** (1.0 / len(shape))))
 
 
 def square_in_plane(patch: list[int], spacing: list[float]) -> list[int]:
@@ -218,6 +251,18 @@ def segmentation_plan(
     voxels = step_budget / (us * 1e-6 * base / 16 * patches)
     cap = MAX_PATCH_VOXELS[dims][device]
     patch = fit_patch(shape, spacing, int(min(voxels, cap)))
+    coarsen = lowres_factor(patch, shape) if dims == 3 else 1.0
+    if coarsen > 1.0:
+        cover = float(np.prod(patch) / np.prod(shape))
+        spacing = [float(round(v * coarsen, 3)) for v in spacing]
+        shape = [max(1, round(m / coarsen)) for m in shape]
+        patch = fit_patch(shape, spacing, int(min(voxels, cap)))
+        uniform = False
+        why_spacing = (
+            f"{why_spacing}, coarsened {coarsen:.2g}x: the budget's patch covered {cover:.1%} of the median "
+            f"volume at full resolution, too little context (nnU-Net's low-resolution stage, when a patch "
+            f"sees under {LOWRES_COVER:.0%}); now {float(np.prod(patch) / np.prod(shape)):.1%}"
+        )
     if dims == 2 or not anisotropic:
         patch = square_in_plane(patch, spacing)
     kernels, strides = dynunet_topology(patch, spacing)
@@ -318,9 +363,11 @@ def segmentation_plan(
         "crop": "label_classes" if multi else "pos_neg",
     }
     if multi:
-        data_args["class_ratios"] = [1.0] * n_classes
+        data_args["class_ratios"] = [float(n_classes - 1)] + [1.0] * (n_classes - 1)
         r["data.init_args.crop"] = (
-            r.get("data.init_args.crop", "") + "; patch centres drawn equally per class"
+            r.get("data.init_args.crop", "")
+            + "; half the patch centres on background, the rest equally per foreground class (with equal "
+            "ratios 80% of BraTS patches sat on tumour and the network called normal brain tumour)"
         )
     else:
         data_args["pos_fraction"] = 0.67 if rare < 0.01 else 0.5

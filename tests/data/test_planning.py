@@ -56,6 +56,56 @@ def test_fit_patch_budget_and_divisibility():
     assert abs(patch[0] - patch[1]) <= 8 and np.prod(patch) >= 2048
 
 
+def test_fit_patch_uses_the_budget_after_rounding_to_the_strides():
+    # rounding 33.7^3 down to the strides used to give 28 x 32 x 32 (26% of the budget lost)
+    assert fit_patch([120, 120, 78], [2.0, 2.0, 2.0], 38250) == [32, 32, 32]
+    for shape, spacing, budget in (
+        ([120, 120, 78], [2.0] * 3, 60000),
+        ([512, 512, 80], [0.8, 0.8, 3.0], 10**5),
+    ):
+        patch = fit_patch(shape, spacing, budget)
+        _, strides = dynunet_topology(patch, spacing)
+        total = np.prod(np.asarray(strides), axis=0)
+        assert all(p % t == 0 for p, t in zip(patch, total)) and all(p <= m for p, m in zip(patch, shape))
+        assert 0.75 * budget <= np.prod(patch) <= budget
+
+
+def test_lowres_factor_coarsens_a_patch_that_sees_too_little():
+    from medfocal.data.plan_rules import LOWRES_MAX, lowres_factor
+
+    assert lowres_factor([32, 32, 32], [64, 64, 32]) == 1.0  # a quarter of the volume: enough
+    # BraTS at 1 mm on the CPU budget: 0.4% of the brain volume, capped at LOWRES_MAX
+    assert lowres_factor([32, 32, 32], [240, 240, 155]) == LOWRES_MAX
+    factor = lowres_factor([32, 32, 32], [80, 80, 80])  # 6.4%: (0.25 / 0.064)^(1/3) = 1.575
+    assert factor == pytest.approx((0.25 / (32**3 / 80**3)) ** (1 / 3))
+
+
+def test_big_3d_volumes_are_planned_coarser_with_half_the_patches_on_background(lesion_dataset):
+    """A multi-class 3D dataset whose volumes dwarf the CPU patch: the plan resamples (2x at most) and
+    says why; half the patch centres fall on background (equal per-class ratios put 80% on tumour and
+    the network called normal brain tumour)."""
+    from dataclasses import replace
+
+    from medfocal.data.plan_rules import segmentation_plan
+
+    layout = find_layout(lesion_dataset)
+    fp = compute_fingerprint(layout)
+    big = replace(
+        fp,
+        shapes=[[240, 240, 155]] * fp.num_cases,
+        spacings=[[1.0, 1.0, 1.0]] * fp.num_cases,
+        class_fractions=[0.97, 0.01, 0.01, 0.01],
+        class_names=["background", "a", "b", "c"],
+    )
+    config, reasons = segmentation_plan(big, layout_spec(layout, lesion_dataset), "cpu", 1800.0)
+    data = config["data"]["init_args"]
+    assert data["preprocessing"]["spacing"] == [2.0, 2.0, 2.0]
+    assert "coarsened 2x" in reasons["data.init_args.preprocessing.spacing"]
+    assert data["roi_size"] == [32, 32, 32]
+    assert data["crop"] == "label_classes" and data["class_ratios"] == [3.0, 1.0, 1.0, 1.0]
+    assert "half the patch centres on background" in reasons["data.init_args.crop"]
+
+
 def test_parse_budget():
     assert parse_budget("cpu").minutes == 30 and parse_budget("gpu").device == "gpu"
     assert parse_budget("45").minutes == 45.0
