@@ -8,7 +8,9 @@ inside the plan's deep-supervision wrapper), trained with ``medfocal fit`` for t
 - ``dice_focal``: Dice + focal, gamma 2 (what the plan picks for BraTS, classes under 1% of the voxels);
 - ``jaccard_focal``: Jaccard + focal, gamma 2;
 - ``unified_focal``: unified focal (Yeung et al.; weight 0.5, delta 0.6, gamma 0.5);
-- ``automated_focal``: automated focal (Weber et al.; gamma adapted during training, voxel-wise only).
+- ``automated_focal``: automated focal (Weber et al.; gamma adapted during training, voxel-wise only);
+- ``baseline_unet_dicece`` (not a loss arm): ``configs/baselines/unet_dicece.yaml`` on the same plan, a
+  plain MONAI ``UNet`` + ``DiceCELoss`` with MONAI's tutorial augmentation, the same epochs.
 
 Datasets: ``drive`` (``plan --budget 10``; fold 0 of 4 on the 20 training images; scored by the
 validation pass of ``fit`` at the best checkpoint: Dice, sensitivity, specificity, HD95) and ``brats``
@@ -60,6 +62,7 @@ LOSSES = {
 # Every argument an arm shares with the plan's loss is given: LightningCLI keeps the earlier config's
 # init_args of the same name when the class changes (an unset gamma of UnifiedFocalLoss became the plan's
 # 0.0, AutomatedFocalLoss got include_background false and predicted vessel everywhere).
+BASELINE = "baseline_unet_dicece"  # not a loss arm: configs/baselines/unet_dicece.yaml on top of the plan
 BRATS_REGIONS = ["WT=1,2,3,4", "TC=1,3,4", "ET=4"]
 SIZE_BINS = ["100", "1000"]  # mm³: < 0.1 ml, 0.1-1 ml, >= 1 ml
 
@@ -142,8 +145,12 @@ def run_one(name: str, arm: str, seed: int, work: Path, extra: tuple[str, ...] =
     run_dir = root / f"{arm}_seed{seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
     log = run_dir / "log.txt"
-    (run_dir / "loss.yaml").write_text(overlay(arm))
-    common = ["--config", str(root / "plan.yaml"), "--config", "loss.yaml", f"--seed_everything={seed}",
+    if arm == BASELINE:  # MONAI UNet + DiceCELoss + MONAI-tutorial augmentation on the same plan
+        second = "baselines/unet_dicece"
+    else:
+        (run_dir / "loss.yaml").write_text(overlay(arm))
+        second = "loss.yaml"
+    common = ["--config", str(root / "plan.yaml"), "--config", second, f"--seed_everything={seed}",
               "--trainer.enable_progress_bar=false", *SETS[name]["fit"], *extra]  # fmt: skip
     if not fit_finished(run_dir, log):
         medfocal("fit", *common, cwd=run_dir, log=log)
@@ -205,7 +212,7 @@ def bench(args: argparse.Namespace) -> None:
 def _table(records: list[dict[str, Any]], name: str, columns: list[tuple[str, str, int]]) -> list[str]:
     head = "| loss | seeds | epochs | fit min | " + " | ".join(c[0] for c in columns) + " |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for arm in LOSSES:
+    for arm in [*LOSSES, BASELINE]:
         rs = [r for r in records if r["set"] == name and r["arm"] == arm]
         if rs:
             cells = [mean_std([r.get(key, float("nan")) for r in rs], d) for _, key, d in columns]
@@ -245,9 +252,13 @@ def main() -> None:
     raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
     parser.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
-    parser.add_argument("--arms", nargs="+", default=list(LOSSES), choices=list(LOSSES), help="DRIVE arms")
+    parser.add_argument(
+        "--arms", nargs="+", default=list(LOSSES), choices=[*LOSSES, BASELINE], help="DRIVE arms"
+    )
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2], help="DRIVE seeds")
-    parser.add_argument("--brats-arms", nargs="+", default=["dice_ce", "dice_focal"], choices=list(LOSSES))
+    parser.add_argument(
+        "--brats-arms", nargs="+", default=["dice_ce", "dice_focal", BASELINE], choices=[*LOSSES, BASELINE]
+    )
     parser.add_argument("--brats-seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--extra", action="append", default=[], help="one more fit option (smoke runs)")
     parser.add_argument("--jobs", type=int, default=2)
