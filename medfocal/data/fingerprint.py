@@ -267,6 +267,11 @@ def _segmentation(layout: Layout, records: list[dict[str, Any]], max_cases: int)
         class_fractions=[float(c) for c in counts / max(counts.sum(), 1)],
         components={str(k): _component_stats(v, len(chosen), voxel_mm) for k, v in sorted(comps.items())},
         has_region_mask=any(k in labelled[0] for k in ("fov", "mask", "brainmask")),
+        split_sizes={
+            "train": sum(1 for r in labelled if r.get("split") == "train"),
+            "val": sum(1 for r in labelled if r.get("split") == "val"),
+            "unsplit": sum(1 for r in labelled if r.get("split") is None),
+        },
     )
 
 

@@ -238,7 +238,13 @@ def segmentation_plan(
     else:
         spacing, why_spacing, uniform, shape = [1.0, 1.0], "", True, fp.median_shape
     anisotropic = max(spacing) > ANISOTROPY * min(spacing)
-    n_train = max(1, round(fp.num_cases * 0.8))
+    explicit_val = fp.split_sizes.get("val", 0)  # a layout's own validation split (BraTS validation/)
+    if explicit_val:
+        n_train = max(1, fp.split_sizes.get("train", 0) + fp.split_sizes.get("unsplit", 0))
+        n_val = explicit_val
+    else:
+        n_train = max(1, round(fp.num_cases * 0.8))
+        n_val = max(1, fp.num_cases - n_train)
     few_2d = dims == 2 and n_train <= 50
     if dims == 2:
         batch, samples = (4, 8) if few_2d else (16, 2)
@@ -272,7 +278,7 @@ def segmentation_plan(
     limit = LIMIT_BATCHES[device] if steps_per_epoch > LIMIT_BATCHES[device] else None
     steps_per_epoch = min(steps_per_epoch, limit or steps_per_epoch)
     epochs = int(np.clip(seconds * 0.85 / (steps_per_epoch * step_s), 5, 1000))
-    val_s = 0.35 * us * 1e-6 * base / 16 * float(np.prod(shape)) * 2.0 * max(1, fp.num_cases - n_train)
+    val_s = 0.35 * us * 1e-6 * base / 16 * float(np.prod(shape)) * 2.0 * n_val
     # validation near 10% of the training time, at least once; epochs rounded down to a multiple of the
     # interval so the last epoch is validated (a whole BraTS volume costs minutes on a CPU)
     n_val = int(np.clip(round(0.1 * epochs * steps_per_epoch * step_s / max(val_s, 1e-6)), 1, epochs))

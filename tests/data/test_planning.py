@@ -472,3 +472,23 @@ def test_plan_fit_test_on_every_shared_medmnist_file(shared_data, name, tmp_path
     rows = [r for p in tmp_path.glob("runs/plan/**/metrics.csv") for r in p.read_text().splitlines()]
     header = next(r for r in rows if "test/accuracy" in r).split(",")
     assert "test/ece" in header and ("test/op/accuracy" in header) == binary
+
+
+def test_a_layouts_own_validation_split_sets_the_steps_per_epoch(lesion_dataset):
+    """BraTS-style train/ + validation/ folders: 2 training cases are 2 steps per epoch (not 80% of all
+    4 cases), so the epochs fill the budget; the fingerprint counts the explicit split."""
+    from dataclasses import replace
+
+    from medfocal.data.plan_rules import segmentation_plan
+
+    layout = find_layout(lesion_dataset)
+    fp = compute_fingerprint(layout)
+    assert fp.split_sizes["unsplit"] + fp.split_sizes["train"] == fp.num_cases  # no validation folder here
+    spec = layout_spec(layout, lesion_dataset)
+    own = replace(fp, num_cases=4, split_sizes={"train": 2, "val": 2, "unsplit": 0})
+    pooled = replace(fp, num_cases=4, split_sizes={"train": 0, "val": 0, "unsplit": 4})
+    config_own, reasons_own = segmentation_plan(own, spec, "cpu", 1800.0)
+    config_pooled, reasons_pooled = segmentation_plan(pooled, spec, "cpu", 1800.0)
+    assert "(2 steps x" in reasons_own["trainer.max_epochs"]
+    assert "(3 steps x" in reasons_pooled["trainer.max_epochs"]
+    assert config_own["trainer"]["max_epochs"] > config_pooled["trainer"]["max_epochs"]
