@@ -326,19 +326,19 @@ def segmentation_plan(
         if deep
         else "too few levels for deep supervision"
     )
-    gamma = 2.0 if rare < 0.01 else 0.0
     inner = {
         "class_path": "medfocal.losses.DiceFocalLoss",
-        "init_args": {"activation": "softmax", "gamma": gamma, "alpha": None, "include_background": False},
+        "init_args": {"activation": "softmax", "gamma": 0.0, "alpha": None, "include_background": False},
     }
-    # class-balanced alpha from voxel counts would be uniform: with counts far above 1 / (1 - beta) the
-    # effective numbers of every class saturate (Cui et al.); the Dice term carries the imbalance, as in
-    # nnU-Net, which uses no class weights
+    # Dice + CE for every dataset: inside this recipe the focal term (gamma 2) lowered Dice on DRIVE and
+    # on BraTS and doubled BraTS's false-positive lesions (bench/results/segmentation_losses.md); no class
+    # weights: effective-number alpha of voxel counts is uniform (Cui et al.), the Dice term carries the
+    # imbalance, as in nnU-Net
     why_loss = (
-        f"rarest class {rare:.2%} of voxels: Dice + focal (gamma 2)"
-        if rare < 0.01
-        else f"rarest class {rare:.2%} of voxels: Dice + CE (focal gamma 0)"
-    ) + "; no class weights: the Dice term carries the imbalance (nnU-Net)"
+        f"rarest class {rare:.2%} of voxels: Dice + CE (focal gamma 0; gamma 2 cost Dice on DRIVE and BraTS "
+        "and doubled BraTS's false-positive lesions, bench/results/segmentation_losses.md); no class "
+        "weights: the Dice term carries the imbalance (nnU-Net)"
+    )
     loss = (
         {"class_path": "medfocal.nets.DeepSupervisionLoss", "init_args": {"loss": inner}} if deep else inner
     )

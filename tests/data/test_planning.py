@@ -104,6 +104,10 @@ def test_big_3d_volumes_are_planned_coarser_with_half_the_patches_on_background(
     assert data["roi_size"] == [32, 32, 32]
     assert data["crop"] == "label_classes" and data["class_ratios"] == [3.0, 1.0, 1.0, 1.0]
     assert "half the patch centres on background" in reasons["data.init_args.crop"]
+    # classes at 1% of the voxels still get Dice + CE: the focal term cost Dice on DRIVE and BraTS
+    inner = config["model"]["init_args"]["loss"]["init_args"]["loss"]
+    assert (inner["class_path"], inner["init_args"]["gamma"]) == ("medfocal.losses.DiceFocalLoss", 0.0)
+    assert "segmentation_losses.md" in reasons["model.init_args.loss"]
 
 
 def test_parse_budget():
