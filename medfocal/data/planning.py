@@ -81,7 +81,14 @@ def layout_spec(layout: Layout, data: Any) -> Any:
     """The ``layout`` value of the datamodule: the path when ``detect_layout`` reads it, else class_path."""
     import inspect
 
-    if isinstance(data, (str, Path)) and (Path(data).is_file() or (Path(data) / "dataset.json").is_file()):
+    # a CSV stays a class_path: LightningCLI would read a plain path to a text file as the value itself
+    # (the manifest's lines, not its path)
+    plain_file = (
+        Path(data).is_file() and Path(data).suffix.lower() != ".csv"
+        if isinstance(data, (str, Path))
+        else False
+    )
+    if plain_file or (isinstance(data, (str, Path)) and (Path(data) / "dataset.json").is_file()):
         return str(Path(data).resolve())
     cls = type(layout)
     if isinstance(layout, CSVLayout):

@@ -392,7 +392,18 @@ def test_plan_dataset_writes_yaml_and_fingerprint(lesion_dataset, tmp_path):
 
 @pytest.mark.slow
 def test_planned_configs_run_fast_dev_run(lesion_dataset, lesion_images_2d, classification_npz, tmp_path):
-    for name, data in (("seg3d", lesion_dataset), ("seg2d", lesion_images_2d), ("cls", classification_npz)):
+    # a CSV manifest too: its plan must name the CSV layout, not a bare path LightningCLI would read as text
+    manifest = tmp_path / "cases.csv"
+    images = sorted((lesion_dataset / "imagesTr").glob("*.nii.gz"))
+    rows = [f"{i},{lesion_dataset / 'labelsTr' / i.name}" for i in images]
+    manifest.write_text("image,label\n" + "\n".join(rows) + "\n")
+    cases = (
+        ("seg3d", lesion_dataset),
+        ("seg2d", lesion_images_2d),
+        ("cls", classification_npz),
+        ("csv", manifest),
+    )
+    for name, data in cases:
         out = plan_dataset(data, out=tmp_path / f"{name}.yaml", show=False)
         run = subprocess.run(
             [sys.executable, "-m", "medfocal.cli", "fit", "--config", str(out), "--trainer.fast_dev_run=true",
@@ -426,6 +437,27 @@ def test_plan_on_shared_data(shared_data, rel, tmp_path):
         assert data["layout"]["init_args"]["val_root"].endswith("validation")
         assert config["model"]["init_args"]["model"]["init_args"]["out_channels"] == 5
         assert data["crop"] == "label_classes"
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+@pytest.mark.parametrize("rel", ["drive/training", "kvasir_seg_sample", "brats2013", "totalseg_example"])
+def test_every_shared_segmentation_plan_trains_with_fit(shared_data, rel, tmp_path, monkeypatch):
+    """`medfocal plan` then `medfocal fit --config plan.yaml` (one training and one validation batch) on
+    every shared segmentation dataset; TotalSegmentator's single case goes through a CSV manifest."""
+    path = shared_data / rel
+    if not path.exists():
+        # justified: real data is optional (../shared/data or $MEDFOCAL_DATA); skip and say so
+        pytest.skip(f"{path} not present in the shared data")
+    if rel == "totalseg_example":
+        csv = tmp_path / "cases.csv"
+        case = f"{path / 'example_ct_sm.nii.gz'},{path / 'example_seg.nii.gz'}"
+        csv.write_text(f"image,label,split\n{case},train\n{case},val\n")
+        path = csv
+    monkeypatch.chdir(tmp_path)
+    assert main(["plan", str(path), "-o", "plan.yaml"]) == 0
+    args = ["fit", "--config", "plan.yaml", *FIT_FAST, "--trainer.fast_dev_run=true"]
+    assert main(args) == 0
 
 
 @pytest.mark.realdata
