@@ -213,9 +213,10 @@ class BaseDataModule(pl.LightningDataModule):
 
     def _write_splits(self) -> None:
         """``splits.json`` in the run's log folder (which cases trained and validated, as nnU-Net's
-        ``splits_final.json``), rank 0 only, written atomically; nothing without a trainer."""
+        ``splits_final.json``), rank 0 only, written atomically; nothing without a trainer or in a
+        ``fast_dev_run`` (which writes no logs or checkpoints either)."""
         trainer = self.trainer
-        if trainer is None or not trainer.is_global_zero:
+        if trainer is None or not trainer.is_global_zero or trainer.fast_dev_run:
             return
         folder = Path(trainer.log_dir or trainer.default_root_dir)
         folder.mkdir(parents=True, exist_ok=True)
