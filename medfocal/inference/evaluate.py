@@ -353,9 +353,7 @@ def _label_warnings(found: dict[int, dict[str, list[str]]], scored: Sequence[int
     return out
 
 
-def _check_regions(
-    regions: dict[str, Sequence[int]] | Sequence[str] | None, labels: Sequence[int]
-) -> dict[str, list[int]]:
+def _check_regions(regions: dict[str, Sequence[int]] | Sequence[str] | None) -> dict[str, list[int]]:
     """Regions as ``{name: [labels]}``; a name that is a number, or a region without labels, is refused."""
     if regions is not None and not isinstance(regions, dict):
         regions = parse_regions(regions)
@@ -467,7 +465,7 @@ def evaluate_folders(
             raise ValueError(f"{gt_dir}: no foreground label in ground truth or predictions; pass --labels")
     use = sorted(int(k) for k in labels)
     notes = _label_warnings(found, use, chosen)
-    regions = _check_regions(regions, use)
+    regions = _check_regions(regions)
     rows: list[dict[str, Any]] = []
     per_label: dict[int | str, list[LesionCounts]] = {label: [] for label in [*use, *regions]}
     for pp, gp in pairs:
