@@ -218,7 +218,9 @@ class BaseDataModule(pl.LightningDataModule):
         trainer = self.trainer
         if trainer is None or not trainer.is_global_zero or trainer.fast_dev_run:
             return
-        folder = Path(trainer.log_dir or trainer.default_root_dir)
+        # the logger's folder, not ``trainer.log_dir``: that one broadcasts, a collective that rank 0 alone
+        # would wait on forever under DDP
+        folder = Path(getattr(trainer.logger, "log_dir", None) or trainer.default_root_dir)
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
         with os.fdopen(fd, "w") as handle:
