@@ -54,6 +54,7 @@ bench: setup
 	$(BIN)/python bench/dense_unet.py
 	$(BIN)/python bench/data_loading.py
 	$(BIN)/python bench/inference.py
+	$(BIN)/python bench/lesion_matching.py
 
 bench-accuracy: setup
 	$(BIN)/python bench/accuracy.py --resume
