@@ -10,6 +10,15 @@ NaN (undefined, not 1) and is left out of the means (the summary's ``n`` counts 
 ``n_nan`` those left out); one side empty -> Dice = IoU = 0; distances NaN unless both sides hold the
 label (reported as NaN rather than infinity).
 
+Region of interest (``roi``): a folder of region masks named like the ground truth (DRIVE's field of
+view, a brain mask) restricts every metric to the voxels inside (non-zero): both masks are set to
+background outside, so Dice, IoU, distances, volumes and lesions are those of the region, as retinal
+vessel papers report DRIVE inside its field of view. Ground-truth foreground outside the region is
+reported as a warning (it is not scored).
+
+A 2D image mask (PNG, GIF, ...) holding only the values 0 and 255 is read as 0/1: image editors and
+datasets such as DRIVE store binary masks that way.
+
 Bad input is refused, naming the file: non-integer values (a probability map or a mask saved as
 0.5 floats; ``threshold`` binarises them on purpose), negative values (-1) and unreadable files. Labels
 outside the scored ones (``labels``) are reported in :attr:`EvaluationResult.warnings`, never silently
@@ -116,6 +125,8 @@ def load_mask(path: str | Path, threshold: float | None = None) -> tuple[np.ndar
 
             with Image.open(path) as im:
                 data, affine = np.asarray(im), np.eye(4)
+            if data.dtype == np.uint8 and data.max(initial=0) == 255 and np.isin(data, (0, 255)).all():
+                data = (data > 0).astype(np.uint8)  # a binary image mask stored as 0/255
         else:
             import nibabel as nib
 
@@ -401,6 +412,7 @@ def evaluate_folders(
     html: bool = False,
     images: str | Path | None = None,
     regions: dict[str, Sequence[int]] | Sequence[str] | None = None,
+    roi: str | Path | None = None,
 ) -> EvaluationResult:
     """Score every ground-truth file of ``gt_dir`` against the same-named file in ``pred_dir``.
 
@@ -428,6 +440,9 @@ def evaluate_folders(
         regions: named unions of labels scored like a label after the labels (rows, summary and
             lesion table carry the name): ``{"WT": [1, 2, 3, 4], "TC": [1, 3, 4], "ET": [4]}`` or the
             command line's ``WT=1,2,3,4 TC=1,3,4 ET=4`` (BraTS's whole tumour, core, enhancing).
+        roi: a folder of region-of-interest masks named like the ground-truth files (non-zero = inside,
+            e.g. DRIVE's field of view): every metric is computed inside the region only (prediction
+            and ground truth set to background outside it); ground truth outside is a warning.
 
     The lesion-wise table (per label and size bin: lesions, detected, sensitivity, precision, F1,
     false-positive lesions per case) goes to ``<stem>_lesions.csv``.
@@ -449,12 +464,29 @@ def evaluate_folders(
         raise FileNotFoundError(f"{pred_dir}: folder not found")
     if missing:
         raise FileNotFoundError(f"{pred_dir}: no prediction for {len(missing)} case(s): {missing[:5]}")
+    roi_dir = Path(roi) if roi is not None else None
+    if roi_dir is not None:
+        if not roi_dir.is_dir():
+            raise FileNotFoundError(f"{roi_dir}: region-of-interest folder not found")
+        no_roi = [g.name for _, g in pairs if not (roi_dir / g.name).is_file()]
+        if no_roi:
+            raise FileNotFoundError(
+                f"{roi_dir}: no region mask for {len(no_roi)} case(s): {no_roi[:5]} "
+                "(region masks are matched to the ground truth by file name)"
+            )
     # a first pass finds the labels and refuses bad files before any output
     found: dict[int, dict[str, list[str]]] = {}
+    outside: list[str] = []
     for pp, gp in pairs:
         pred, pa = load_mask(pp, threshold)
         gt, ga = load_mask(gp, threshold)
         _check_geometry(pred, pa, gt, ga, pp, gp)
+        if roi_dir is not None:
+            region = _region(roi_dir / gp.name, gt.shape)
+            lost = int(np.count_nonzero(gt[~region]))
+            if lost:
+                outside.append(f"{case_id_of(gp)} ({lost} voxels)")
+            pred, gt = np.where(region, pred, 0), np.where(region, gt, 0)
         for side, array in (("prediction", pred), ("ground truth", gt)):
             for v in np.unique(array):
                 found.setdefault(int(v), {}).setdefault(side, []).append(case_id_of(gp))
@@ -465,12 +497,20 @@ def evaluate_folders(
             raise ValueError(f"{gt_dir}: no foreground label in ground truth or predictions; pass --labels")
     use = sorted(int(k) for k in labels)
     notes = _label_warnings(found, use, chosen)
+    if outside:
+        notes.append(
+            f"ground-truth foreground outside the region of interest is not scored: {', '.join(outside[:5])}"
+            + (f" (+{len(outside) - 5} more cases)" if len(outside) > 5 else "")
+        )
     regions = _check_regions(regions)
     rows: list[dict[str, Any]] = []
     per_label: dict[int | str, list[LesionCounts]] = {label: [] for label in [*use, *regions]}
     for pp, gp in pairs:
         pred, _ = load_mask(pp, threshold)
         gt, ga = load_mask(gp, threshold)
+        if roi_dir is not None:
+            region = _region(roi_dir / gp.name, gt.shape)
+            pred, gt = np.where(region, pred, 0), np.where(region, gt, 0)
         counts: dict[int | str, LesionCounts] = {}
         for r in evaluate_case(
             pred, gt, use, ga, nsd_tolerance_mm, size_bins, lesions=counts, regions=regions
@@ -499,6 +539,16 @@ def evaluate_folders(
     return EvaluationResult(
         rows, summary, csv_path, summary_path, plot_path, notes, lesion_rows, lesions_path, html_path
     )
+
+
+def _region(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """The boolean region of interest in ``path`` (non-zero = inside); its shape must be ``shape``."""
+    region, _ = load_mask(path, threshold=0.5)
+    if region.shape != tuple(shape):
+        raise ValueError(f"{path}: region mask of shape {region.shape}, the ground truth has {tuple(shape)}")
+    if not region.any():
+        raise ValueError(f"{path}: empty region mask (nothing to score inside it)")
+    return region > 0
 
 
 def _review_page(

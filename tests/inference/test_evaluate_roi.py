@@ -1,0 +1,71 @@
+"""``evaluate --roi``: metrics inside a region of interest (DRIVE's field of view); 0/255 image masks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medfocal.cli.evaluate import main as main_evaluate
+from medfocal.inference import evaluate_folders
+
+
+def _png(path, array):
+    Image.fromarray(np.asarray(array, np.uint8)).save(path)
+
+
+def _drive_like(tmp_path):
+    """A 20x20 case: vessel in the field of view (left half), false positives outside it."""
+    gt = np.zeros((20, 20), np.uint8)
+    gt[2:18, 4] = 255  # 16 vessel pixels inside the field of view, stored as 0/255 (as DRIVE's GIFs)
+    fov = np.zeros_like(gt)
+    fov[:, :10] = 255
+    pred = np.zeros_like(gt)
+    pred[2:18, 4] = 1  # every vessel pixel found
+    pred[2:10, 15] = 1  # 8 false positives outside the field of view
+    for name, array in (("pred", pred), ("gt", gt), ("roi", fov)):
+        (tmp_path / name).mkdir()
+        _png(tmp_path / name / "c1.png", array)
+    return tmp_path / "pred", tmp_path / "gt", tmp_path / "roi"
+
+
+def test_roi_scores_inside_the_region_only(tmp_path):
+    pred, gt, roi = _drive_like(tmp_path)
+    whole = evaluate_folders(pred, gt, output="")
+    inside = evaluate_folders(pred, gt, output="", roi=roi)
+    # the 0/255 ground truth reads as label 1 (no stray label 255)
+    assert [r["label"] for r in whole.rows] == [1]
+    assert whole.rows[0]["dice"] == pytest.approx(2 * 16 / (24 + 16))
+    assert whole.rows[0]["lesions_fp"] == 1
+    assert inside.rows[0]["dice"] == pytest.approx(1.0)
+    assert inside.rows[0]["lesions_fp"] == 0
+    assert inside.warnings == []
+
+
+def test_roi_warns_on_ground_truth_outside_and_refuses_bad_regions(tmp_path):
+    pred, gt, roi = _drive_like(tmp_path)
+    fov = np.zeros((20, 20), np.uint8)
+    fov[:, :10] = 1
+    fov[2:6, 4] = 0  # 4 vessel pixels fall outside
+    _png(roi / "c1.png", fov)
+    res = evaluate_folders(pred, gt, output="", roi=roi)
+    assert res.rows[0]["dice"] == pytest.approx(1.0)
+    assert any("outside the region of interest" in w and "c1 (4 voxels)" in w for w in res.warnings)
+    _png(roi / "c1.png", np.zeros((10, 10)))
+    with pytest.raises(ValueError, match=r"c1\.png: region mask of shape \(10, 10\)"):
+        evaluate_folders(pred, gt, output="", roi=roi)
+    _png(roi / "c1.png", np.zeros((20, 20)))
+    with pytest.raises(ValueError, match="empty region mask"):
+        evaluate_folders(pred, gt, output="", roi=roi)
+    (roi / "c1.png").unlink()
+    with pytest.raises(FileNotFoundError, match="no region mask for 1 case"):
+        evaluate_folders(pred, gt, output="", roi=roi)
+
+
+def test_cli_roi(tmp_path, capsys):
+    pred, gt, roi = _drive_like(tmp_path)
+    assert main_evaluate(["-p", str(pred), "-g", str(gt), "--roi", str(roi), "--no-plot"]) == 0
+    out = capsys.readouterr().out
+    assert "1.000" in out and "0.800" not in out
+    assert main_evaluate(["-p", str(pred), "-g", str(gt), "--roi", str(tmp_path / "nowhere")]) == 2
+    assert "region-of-interest folder not found" in capsys.readouterr().err
