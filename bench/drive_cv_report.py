@@ -7,13 +7,23 @@ sensitivity per fold, wall minutes) and draws the curve of validation Dice again
 minutes (epoch x minutes per epoch of that run, since the runs had different loads).
 
     python bench/drive_cv_report.py /tmp/drive --png bench/results/drive_cv_curve.png
+    python bench/drive_cv_report.py /tmp/drive --score     # + infer and evaluate --roi on each fold
+
+``--score`` scores each finished run as a user would, through ``medfocal infer`` and ``medfocal evaluate``:
+the last checkpoint (not selected on the fold), on the validation images that ``splits.json`` names,
+with and without mirroring TTA, Dice and sensitivity inside DRIVE's field of view (``evaluate --roi``,
+the protocol of the published figures) and over the whole image, and AUROC of the vessel probability
+inside the field of view (scikit-learn, from ``infer --save-probabilities npz``).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +80,106 @@ def table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _medfocal(*args: str, log: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    with log.open("a") as f:
+        f.write(f"\n$ medfocal {' '.join(args)}\n")
+        f.flush()
+        done = subprocess.run([sys.executable, "-m", "medfocal.cli", *args], stdout=f, stderr=f, env=env)
+    if done.returncode:
+        raise RuntimeError(f"medfocal {args[0]} failed (exit {done.returncode}); see {log}")
+
+
+def score_run(folder: Path, tta: bool) -> dict[str, float]:
+    """Infer the fold's validation images with ``last.ckpt`` and score them (see the module docstring)."""
+    import json
+
+    from PIL import Image
+    from sklearn.metrics import roc_auc_score
+
+    from medfocal.data.autolayout import find_layout
+
+    version = sorted(folder.glob("runs/plan/lightning_logs/version_*"))[-1]
+    val = json.loads((version / "splits.json").read_text())["val"]
+    data = Path(val[0]["image"]).parents[1]  # drive/training
+    fovs = {r["case"]: r["fov"] for r in find_layout(data).records()}
+    work = folder / ("score_tta" if tta else "score")
+    for sub in ("gt", "roi"):
+        (work / sub).mkdir(parents=True, exist_ok=True)
+    table = work / "val_cases.csv"
+    with table.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image"])
+        for r in val:
+            w.writerow([r["image"]])
+            name = Path(r["image"]).stem + ".png"  # infer names a mask after its image; links, no copies
+            for sub, target in (("gt", r["label"]), ("roi", fovs[r["case"]])):
+                link = work / sub / name
+                if not link.exists():
+                    link.symlink_to(target)
+    log = work / "score.log"
+    pred = work / "pred"
+    _medfocal(
+        "infer", "-c", str(version / "checkpoints" / "last.ckpt"), "-i", str(table), "-o", str(pred),
+        "--save-probabilities", "npz", "--no-progress", *(["--tta"] if tta else []), log=log,
+    )  # fmt: skip
+    out: dict[str, float] = {}
+    for where, extra in (("fov", ["--roi", str(work / "roi")]), ("image", [])):
+        csv_path = work / f"evaluation_{where}.csv"
+        _medfocal("evaluate", "-p", str(pred), "-g", str(work / "gt"), "--labels", "1", "-o", str(csv_path),
+                  "--no-plot", *extra, log=log)  # fmt: skip
+        rows = list(csv.DictReader(csv_path.open()))
+        tp = sum(float(r["dice"]) * (float(r["volume_pred_ml"]) + float(r["volume_gt_ml"])) / 2 for r in rows)
+        pred_px = sum(float(r["volume_pred_ml"]) for r in rows)
+        gt_px = sum(float(r["volume_gt_ml"]) for r in rows)
+        out[f"dice_{where}"] = float(np.mean([float(r["dice"]) for r in rows]))
+        out[f"dice_pooled_{where}"] = 2 * tp / (pred_px + gt_px)  # all pixels of the fold, as the papers
+        out[f"sens_{where}"] = tp / gt_px
+    y, p = [], []
+    for link in sorted((work / "gt").iterdir()):
+        fov = np.asarray(Image.open(work / "roi" / link.name)) > 0
+        gt = np.asarray(Image.open(link)) > 0
+        prob = np.load(pred / f"{link.stem}_probabilities.npz")["probabilities"][1].astype(np.float32)
+        if prob.shape != gt.shape:
+            prob = prob.T  # (W, H) grid of the PIL reader
+        y.append(gt[fov])
+        p.append(prob[fov])
+    out["auroc_fov"] = float(roc_auc_score(np.concatenate(y), np.concatenate(p)))
+    return out
+
+
+def score_table(runs: list[dict], root: Path) -> str:
+    lines = [
+        "| arm | fold | TTA | Dice in FOV (mean of images) | pooled | sensitivity | AUROC in FOV | "
+        "Dice whole image |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    by: dict[tuple[str, bool], list[dict[str, float]]] = {}
+    for r in sorted(runs, key=lambda r: (r["arm"], r["fold"])):
+        if not r["finished"]:
+            continue
+        for tta in (False, True):
+            s = score_run(root / r["name"], tta)
+            by.setdefault((r["arm"], tta), []).append(s)
+            lines.append(
+                f"| {r['arm']} | {r['fold']} | {'flips' if tta else '–'} | {s['dice_fov']:.3f} | "
+                f"{s['dice_pooled_fov']:.3f} | {s['sens_fov']:.3f} | {s['auroc_fov']:.4f} | "
+                f"{s['dice_image']:.3f} |"
+            )
+    for (arm, tta), scores in by.items():
+        if len(scores) < 2:
+            continue
+        cell = {k: np.asarray([s[k] for s in scores]) for k in scores[0]}
+        ms = {k: f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" for k, v in cell.items()}
+        flips = "flips" if tta else "–"
+        lines.append(
+            f"| **{arm}, mean of {len(scores)} folds** | | {flips} | **{ms['dice_fov']}** | "
+            f"{ms['dice_pooled_fov']} | {ms['sens_fov']} | {cell['auroc_fov'].mean():.4f} | "
+            f"{ms['dice_image']} |"
+        )
+    return "\n".join(lines)
+
+
 def curve(runs: list[dict], png: Path) -> None:
     import matplotlib
 
@@ -106,9 +216,13 @@ def main() -> None:
     )
     parser.add_argument("root", type=Path, help="folder holding f0..f3 and base0..base3")
     parser.add_argument("--png", type=Path, default=None)
+    parser.add_argument("--score", action="store_true", help="also infer + evaluate --roi each finished run")
     args = parser.parse_args()
     runs = [r for d in sorted(args.root.iterdir()) if d.is_dir() and (r := read_run(d))]
     print(table(runs))
+    if args.score:
+        print()
+        print(score_table(runs, args.root))
     unfinished = [r["name"] for r in runs if not r["finished"]]
     if unfinished:
         print(f"\nnot finished: {', '.join(unfinished)}")

@@ -24,7 +24,7 @@ from medfocal.data.checks import CaseSummary, validate_records
 from medfocal.data.errors import DataSplitError
 from medfocal.data.layouts import Layout, MedMNISTLayout, detect_layout
 from medfocal.data.loading import LoaderConfig, make_dataset, make_loader, split_records
-from medfocal.data.transforms import PreprocessingSpec, inference_transforms
+from medfocal.data.transforms import MASK_KEYS, PreprocessingSpec, inference_transforms
 
 __all__ = ["BaseDataModule"]
 
@@ -187,9 +187,10 @@ class BaseDataModule(pl.LightningDataModule):
     def splits_record(self) -> dict[str, list[dict[str, Any]]]:
         """The splits as JSON-ready case lists: ``{"train"|"val"|"test": [{"case", "image", "label"}]}``.
 
-        Paths and labels as the layout gives them (a list of paths for multi-channel images); images held
-        in memory (MedMNIST arrays) are named by their ``case`` only; other keys (FOV masks, boxes) are
-        left out.
+        Paths and labels as the layout gives them (a list of paths for multi-channel images), plus the
+        region masks a record has (``fov``, ``mask``, ``brainmask``: what ``medfocal evaluate --roi``
+        scores inside); images held in memory (MedMNIST arrays) are named by their ``case`` only; other
+        keys (boxes) are left out.
         """
 
         def plain(value: Any) -> Any:
@@ -207,7 +208,9 @@ class BaseDataModule(pl.LightningDataModule):
 
         out: dict[str, list[dict[str, Any]]] = {}
         for name, records in self.splits.items():
-            rows = [{k: plain(r[k]) for k in ("case", "image", "label") if k in r} for r in records]
+            rows = [
+                {k: plain(r[k]) for k in ("case", "image", "label", *MASK_KEYS) if k in r} for r in records
+            ]
             out[name] = [{k: v for k, v in row.items() if v is not None} for row in rows]
         return out
 

@@ -287,6 +287,13 @@ def test_region_masks_are_loaded_on_evaluation_splits(tmp_path):
         seen += 1
     assert seen == 2
     assert "image" in next(iter(dm.train_dataloader()))
+    # splits.json names each case's field of view, for ``medfocal evaluate --roi``
+    record = dm.splits_record()
+    assert all(
+        r["fov"] == str((tmp_path / "fov" / f"{r['case']}_training_mask.gif").resolve())
+        for s in ("train", "val")
+        for r in record[s]
+    )
 
 
 def test_roi_size_is_checked_once_with_one_message(lesion_dataset):
