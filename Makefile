@@ -55,6 +55,7 @@ bench: setup
 	$(BIN)/python bench/data_loading.py
 	$(BIN)/python bench/inference.py
 	$(BIN)/python bench/lesion_matching.py
+	$(BIN)/python bench/surface_metrics.py
 
 bench-accuracy: setup
 	$(BIN)/python bench/accuracy.py --resume

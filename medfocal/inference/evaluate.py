@@ -1,8 +1,10 @@
 """Compare predicted masks with ground truth: Dice, IoU, HD95, surface distance, volume difference.
 
-MONAI's metric functions (the functional core of ``DiceMetric``, ``MeanIoU``,
-``HausdorffDistanceMetric(percentile=95)`` and ``SurfaceDistanceMetric(symmetric=True)``) are applied
-per case and per label, with distances in mm from the voxel spacing of the affine.
+MONAI's metric functions (the functional core of ``DiceMetric`` and ``MeanIoU``) are applied per case
+and per label; HD95, the symmetric average surface distance and the normalised surface Dice are
+MONAI's definitions computed from one shared edge-distance pass
+(:func:`medfocal.metrics.lesion.surface_metrics`), with distances in mm from the voxel spacing of the
+affine.
 
 Conventions for empty masks (those of nnU-Net's ``evaluate_folder`` and of MONAI's ``DiceMetric(
 ignore_empty=True)``): a label absent from both prediction and ground truth of a case has Dice = IoU =
@@ -32,7 +34,6 @@ Example:
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,8 +48,8 @@ from medfocal.metrics.lesion import (
     DEFAULT_BINS,
     LesionCounts,
     lesion_counts,
-    normalised_surface_dice,
     summarise_lesions,
+    surface_metrics,
 )
 
 __all__ = ["METRICS", "EvaluationResult", "evaluate_case", "evaluate_folders", "load_mask", "parse_regions"]
@@ -198,12 +199,7 @@ def evaluate_case(
         one dict per label, then per region, with keys ``label``, :data:`METRICS` and
         :data:`LESION_COUNTS`.
     """
-    from monai.metrics import (
-        compute_average_surface_distance,
-        compute_dice,
-        compute_hausdorff_distance,
-        compute_iou,
-    )
+    from monai.metrics import compute_dice, compute_iou
 
     affine = np.eye(4) if affine is None else np.asarray(affine)
     spacing = _spacing(affine, pred.ndim)
@@ -220,20 +216,11 @@ def evaluate_case(
         iou = compute_iou(p, g, include_background=True, ignore_empty=False).item()
         if not (p_any or g_any):
             dice = iou = math.nan
-        if p_any and g_any:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                hd95 = compute_hausdorff_distance(
-                    p, g, include_background=True, percentile=95, spacing=spacing
-                ).item()
-                asd = compute_average_surface_distance(
-                    p, g, include_background=True, symmetric=True, spacing=spacing
-                ).item()
-        else:
-            hd95 = asd = math.nan
-        nsd = math.nan  # absent from both: NaN, as Dice
-        if p_any or g_any:
-            nsd = normalised_surface_dice(p[0, 0], g[0, 0], nsd_tolerance_mm, spacing=spacing)
+        # HD95, ASD and NSD (MONAI's definitions) from one edge-distance pass; distances NaN unless
+        # both sides hold the label; NSD NaN when absent from both, as Dice
+        surface = surface_metrics(p[0, 0], g[0, 0], nsd_tolerance_mm, spacing=spacing)
+        hd95, asd = surface["hd95"], surface["asd"]
+        nsd = surface["nsd"] if (p_any or g_any) else math.nan
         counts = lesion_counts(p[0, 0].numpy(), g[0, 0].numpy(), spacing=spacing, size_bins=size_bins)
         if lesions is not None:
             lesions[label] = counts

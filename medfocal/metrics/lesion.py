@@ -45,6 +45,7 @@ __all__ = [
     "lesion_counts_per_class",
     "normalised_surface_dice",
     "size_bin_names",
+    "surface_metrics",
     "summarise_lesions",
 ]
 
@@ -266,3 +267,54 @@ def normalised_surface_dice(
         spacing=None if spacing is None else [float(s) for s in spacing],
     )
     return float(value.reshape(-1)[0])
+
+
+def surface_metrics(
+    pred: np.ndarray | torch.Tensor,
+    target: np.ndarray | torch.Tensor,
+    tolerance_mm: float,
+    spacing: Sequence[float] | None = None,
+) -> dict[str, float]:
+    """HD95, symmetric average surface distance and normalised surface Dice from one surface pass.
+
+    The three values equal MONAI's ``compute_hausdorff_distance(percentile=95)``,
+    ``compute_average_surface_distance(symmetric=True)`` and ``compute_surface_dice`` (and
+    :func:`normalised_surface_dice`), which each find the mask edges and their distance transforms
+    again: here MONAI's ``get_edge_surface_distance`` runs once (both directions) and the three
+    reductions share it, a third of the distance transforms per label (``bench/surface_metrics.py``).
+
+    Returns:
+        ``{"hd95": mm, "asd": mm, "nsd": fraction}``; distances are NaN unless both masks hold
+        voxels; NSD is 1.0 when both are empty and 0.0 when one is (as :func:`normalised_surface_dice`).
+
+    Raises:
+        ValueError: shapes differ or a negative tolerance.
+    """
+    from monai.metrics.utils import get_edge_surface_distance
+
+    if tolerance_mm < 0:
+        raise ValueError(f"tolerance_mm: expected >= 0, got {tolerance_mm}")
+    p, g = _as_bool(pred, "pred"), _as_bool(target, "target")
+    if p.shape != g.shape:
+        raise ValueError(f"surface_metrics: prediction shape {p.shape} differs from {g.shape}")
+    nan = float("nan")
+    if not p.any() or not g.any():
+        return {"hd95": nan, "asd": nan, "nsd": 1.0 if not (p.any() or g.any()) else 0.0}
+    _, (d_pg, d_gp), _ = get_edge_surface_distance(
+        torch.from_numpy(p),
+        torch.from_numpy(g),
+        spacing=None if spacing is None else [float(v) for v in spacing],
+        symmetric=True,
+    )
+    d_pg, d_gp = d_pg.double(), d_gp.double()
+    both = torch.cat([d_pg, d_gp])
+    if both.numel() == 0:
+        return {"hd95": nan, "asd": nan, "nsd": nan}
+    # MONAI: the larger of the two directed 95th percentiles; the mean of all distances; the share of
+    # surface voxels within the tolerance of the other surface
+    directed = [torch.quantile(d, 0.95) if d.numel() else torch.tensor(nan) for d in (d_pg, d_gp)]
+    return {
+        "hd95": float(torch.stack(directed).max()),
+        "asd": float(both.mean()),
+        "nsd": float((both <= float(tolerance_mm)).sum() / both.numel()),
+    }
