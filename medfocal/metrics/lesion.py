@@ -45,8 +45,8 @@ __all__ = [
     "lesion_counts_per_class",
     "normalised_surface_dice",
     "size_bin_names",
-    "surface_metrics",
     "summarise_lesions",
+    "surface_metrics",
 ]
 
 DEFAULT_BINS = (10.0, 100.0)
