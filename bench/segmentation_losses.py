@@ -63,6 +63,14 @@ LOSSES = {
 # init_args of the same name when the class changes (an unset gamma of UnifiedFocalLoss became the plan's
 # 0.0, AutomatedFocalLoss got include_background false and predicted vessel everywhere).
 BASELINE = "baseline_unet_dicece"  # not a loss arm: configs/baselines/unet_dicece.yaml on top of the plan
+BASELINE_YAML = HERE.parent / "configs" / "baselines" / "unet_dicece.yaml"
+# Recipe ablations (Dice + CE, one change to the plan each): which part of the planned recipe costs it
+# against the baseline at the same epochs: deep supervision, or nnU-Net's heavier augmentation.
+ABLATIONS = {
+    "dice_ce_no_deep_supervision": "model:\n  init_args:\n    model:\n      init_args:\n"
+    "        deep_supervision: false\n",
+    "dice_ce_monai_augmentation": None,  # the baseline's data.init_args.augmentation, read from its YAML
+}
 BRATS_REGIONS = ["WT=1,2,3,4", "TC=1,3,4", "ET=4"]
 SIZE_BINS = ["100", "1000"]  # mm³: < 0.1 ml, 0.1-1 ml, >= 1 ml
 
@@ -75,6 +83,17 @@ def overlay(arm: str) -> str:
         f"# {arm}: only the loss differs from the plan\nmodel:\n  init_args:\n    loss:\n"
         f"      class_path: medfocal.nets.DeepSupervisionLoss\n      init_args:\n        loss: {inner}\n"
     )
+
+
+def ablation_overlay(arm: str) -> str:
+    """The one recipe change of an ablation arm, as a YAML overlay given after the Dice + CE loss."""
+    text = ABLATIONS[arm]
+    if text is None:
+        import yaml
+
+        augmentation = yaml.safe_load(BASELINE_YAML.read_text())["data"]["init_args"]["augmentation"]
+        text = yaml.safe_dump({"data": {"init_args": {"augmentation": augmentation}}}, sort_keys=False)
+    return f"# {arm}: Dice + CE (loss.yaml) and this one change to the plan\n{text}"
 
 
 def val_row_at_best(run_dir: Path, best: Path) -> tuple[dict[str, float], int]:
@@ -146,11 +165,15 @@ def run_one(name: str, arm: str, seed: int, work: Path, extra: tuple[str, ...] =
     run_dir.mkdir(parents=True, exist_ok=True)
     log = run_dir / "log.txt"
     if arm == BASELINE:  # MONAI UNet + DiceCELoss + MONAI-tutorial augmentation on the same plan
-        second = "baselines/unet_dicece"
+        overlays = ["--config", "baselines/unet_dicece"]
+    elif arm in ABLATIONS:
+        (run_dir / "loss.yaml").write_text(overlay("dice_ce"))
+        (run_dir / "ablation.yaml").write_text(ablation_overlay(arm))
+        overlays = ["--config", "loss.yaml", "--config", "ablation.yaml"]
     else:
         (run_dir / "loss.yaml").write_text(overlay(arm))
-        second = "loss.yaml"
-    common = ["--config", str(root / "plan.yaml"), "--config", second, f"--seed_everything={seed}",
+        overlays = ["--config", "loss.yaml"]
+    common = ["--config", str(root / "plan.yaml"), *overlays, f"--seed_everything={seed}",
               "--trainer.enable_progress_bar=false", *SETS[name]["fit"], *extra]  # fmt: skip
     if not fit_finished(run_dir, log):
         medfocal("fit", *common, cwd=run_dir, log=log)
@@ -212,7 +235,7 @@ def bench(args: argparse.Namespace) -> None:
 def _table(records: list[dict[str, Any]], name: str, columns: list[tuple[str, str, int]]) -> list[str]:
     head = "| loss | seeds | epochs | fit min | " + " | ".join(c[0] for c in columns) + " |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for arm in [*LOSSES, BASELINE]:
+    for arm in [*LOSSES, *ABLATIONS, BASELINE]:
         rs = [r for r in records if r["set"] == name and r["arm"] == arm]
         if rs:
             cells = [mean_std([r.get(key, float("nan")) for r in rs], d) for _, key, d in columns]
@@ -253,11 +276,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
     parser.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
     parser.add_argument(
-        "--arms", nargs="+", default=list(LOSSES), choices=[*LOSSES, BASELINE], help="DRIVE arms"
+        "--arms", nargs="+", default=list(LOSSES), choices=[*LOSSES, *ABLATIONS, BASELINE], help="DRIVE arms"
     )
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2], help="DRIVE seeds")
     parser.add_argument(
-        "--brats-arms", nargs="+", default=["dice_ce", "dice_focal", BASELINE], choices=[*LOSSES, BASELINE]
+        "--brats-arms",
+        nargs="+",
+        default=["dice_ce", "dice_focal", BASELINE],
+        choices=[*LOSSES, *ABLATIONS, BASELINE],
     )
     parser.add_argument("--brats-seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--extra", action="append", default=[], help="one more fit option (smoke runs)")

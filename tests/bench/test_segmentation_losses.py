@@ -40,3 +40,30 @@ def test_each_arm_changes_the_loss_and_nothing_else(arm, lesion_dataset, tmp_pat
             assert inner["init_args"][name] == param.default, (arm, name)
     planned["model"]["init_args"].pop("loss")
     assert merged == planned  # the network, data, trainer, optimiser and schedule of the plan
+
+
+@pytest.mark.parametrize("arm", list(segmentation_losses.ABLATIONS))
+def test_each_ablation_changes_its_one_part(arm, lesion_dataset, tmp_path, monkeypatch, capsys):
+    """An ablation arm is the Dice + CE arm with one change: deep supervision off, or the baseline's
+    augmentation; the rest of the merged config is the Dice + CE arm's."""
+    monkeypatch.chdir(tmp_path)
+    plan_dataset(lesion_dataset, out=tmp_path / "plan.yaml", show=False)
+    (tmp_path / "loss.yaml").write_text(segmentation_losses.overlay("dice_ce"))
+    (tmp_path / "ablation.yaml").write_text(segmentation_losses.ablation_overlay(arm))
+    base = ["fit", "--config", "plan.yaml", "--config", "loss.yaml"]
+    assert main([*base, "--print_config"]) == 0
+    dice_ce = yaml.safe_load(capsys.readouterr().out)
+    assert main([*base, "--config", "ablation.yaml", "--print_config"]) == 0
+    merged = yaml.safe_load(capsys.readouterr().out)
+    net = merged["model"]["init_args"]["model"]["init_args"]
+    augmentation = merged["data"]["init_args"]["augmentation"]
+    if arm == "dice_ce_no_deep_supervision":
+        assert net["deep_supervision"] is False
+        assert dice_ce["model"]["init_args"]["model"]["init_args"]["deep_supervision"] is True
+        net["deep_supervision"] = True
+    else:
+        baseline = yaml.safe_load(segmentation_losses.BASELINE_YAML.read_text())["data"]["init_args"]
+        assert augmentation == {**dice_ce["data"]["init_args"]["augmentation"], **baseline["augmentation"]}
+        assert augmentation != dice_ce["data"]["init_args"]["augmentation"]
+        merged["data"]["init_args"]["augmentation"] = dice_ce["data"]["init_args"]["augmentation"]
+    assert merged == dice_ce
