@@ -71,6 +71,8 @@ class Fingerprint:
     class_fractions: list[float] = field(default_factory=list)
     components: dict[str, dict[str, float]] = field(default_factory=dict)
     has_region_mask: bool = False
+    #: the record key of the region masks (``fov``, ``mask``, ``brainmask``), None without
+    region_mask_key: str | None = None
     image_shape: list[int] = field(default_factory=list)
     class_counts: list[int] = field(default_factory=list)
     split_sizes: dict[str, int] = field(default_factory=dict)
@@ -267,6 +269,7 @@ def _segmentation(layout: Layout, records: list[dict[str, Any]], max_cases: int)
         class_fractions=[float(c) for c in counts / max(counts.sum(), 1)],
         components={str(k): _component_stats(v, len(chosen), voxel_mm) for k, v in sorted(comps.items())},
         has_region_mask=any(k in labelled[0] for k in ("fov", "mask", "brainmask")),
+        region_mask_key=next((k for k in ("fov", "mask", "brainmask") if k in labelled[0]), None),
         split_sizes={
             "train": sum(1 for r in labelled if r.get("split") == "train"),
             "val": sum(1 for r in labelled if r.get("split") == "val"),

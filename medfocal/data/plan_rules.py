@@ -446,6 +446,12 @@ def segmentation_plan(
         "sw_overlap": 0.25 if device == "cpu" else 0.5,
         "class_names": fp.class_names[:n_classes],
     }
+    if fp.region_mask_key == "fov":
+        model_args["metric_mask_key"] = "fov"
+        r["model.init_args.metric_mask_key"] = (
+            "validation scored inside the field of view (the protocol of published retinal-vessel figures; "
+            "medfocal evaluate --roi scores infer's masks the same way)"
+        )
     config = {
         "seed_everything": 0,
         "trainer": trainer,

@@ -9,6 +9,7 @@ import torch
 from monai.data import MetaTensor
 from monai.metrics import ConfusionMatrixMetric, DiceMetric, HausdorffDistanceMetric, MeanIoU
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
 from medfocal.metrics.lesion import (
@@ -19,7 +20,7 @@ from medfocal.metrics.lesion import (
     size_bin_names,
     summarise_lesions,
 )
-from medfocal.tasks._base import MedfocalModule, image_and_label, metric_key
+from medfocal.tasks._base import MedfocalModule, image_and_label, metric_key, plain_tensor
 from medfocal.tasks.windows import whole_image_logits
 
 __all__ = ["SegmentationModule"]
@@ -87,6 +88,12 @@ class SegmentationModule(MedfocalModule):
         nsd_tolerance_mm: also log ``val/nsd``, the normalised surface Dice at this tolerance (MONAI
             ``compute_surface_dice``; mm, or voxels without an affine), mean over cases and foreground
             classes; None (default): not computed (it costs distance transforms like ``hd95``).
+        metric_mask_key: score validation and test only inside the region mask the batches carry
+            under this key (``"fov"``: DRIVE's field of view, as the published retinal-vessel figures
+            are computed; ``"brainmask"``): Dice, IoU, sensitivity and specificity over the voxels
+            inside, HD95, NSD and lesions with both masks set to background outside. The loss and the
+            training are unchanged. Batches without the key are scored whole, with one warning.
+            None (default): whole images.
         monitor: metric followed by the checkpoint callback (default ``"val/dice"``, mode max).
         monitor_mode: ``"max"`` or ``"min"``.
 
@@ -115,6 +122,7 @@ class SegmentationModule(MedfocalModule):
         lesion_metrics: bool = True,
         lesion_size_bins: Sequence[float] = DEFAULT_BINS,
         nsd_tolerance_mm: float | None = None,
+        metric_mask_key: str | None = None,
         monitor: str | None = None,
         monitor_mode: Literal["max", "min"] = "max",
     ) -> None:
@@ -141,6 +149,7 @@ class SegmentationModule(MedfocalModule):
         if nsd_tolerance_mm is not None and nsd_tolerance_mm < 0:
             raise ValueError(f"nsd_tolerance_mm must be >= 0 or None, not {nsd_tolerance_mm}")
         self.nsd_tolerance_mm = None if nsd_tolerance_mm is None else float(nsd_tolerance_mm)
+        self.metric_mask_key = None if metric_mask_key in (None, "None", "") else str(metric_mask_key)
         self._metrics: dict[str, dict[str, Any]] = {}
         self._lesions: dict[str, list[LesionCounts]] = {}
         self._nsd: dict[str, list[float]] = {}
@@ -186,14 +195,48 @@ class SegmentationModule(MedfocalModule):
         self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True, batch_size=len(image))
         pred, target = self.discretise(logits, label)
         multilabel = self.activation == "sigmoid" and logits.shape[1] > 1
+        region = self._region(batch, pred)
+        if region is not None:  # outside the region: background in both, for the spatial metrics
+            first = 0 if multilabel else 1
+            pred[:, first:] *= region
+            target[:, first:] *= region
         for name, metric in self._stage_metrics(stage, multilabel).items():
             if name == "hd95":
                 metric(y_pred=pred, y=target, spacing=voxel_spacing(raw_image))
-            else:
+            elif region is None:
                 metric(y_pred=pred, y=target)
+            else:  # voxel counts over the region only: each case's voxels inside, as a 1D image
+                for b in range(len(pred)):
+                    inside = region[b, 0] > 0
+                    metric(y_pred=pred[b][:, inside][None], y=target[b][:, inside][None])
         if self.lesion_metrics or self.nsd_tolerance_mm is not None:
             self._case_metrics(pred, target, voxel_spacing(raw_image), stage, multilabel)
         return {"loss": loss.detach(), "logits": logits.detach()}
+
+    def _region(self, batch: Any, pred: torch.Tensor) -> torch.Tensor | None:
+        """The ``metric_mask_key`` mask of the batch as ``(B, 1, *spatial)`` 0/1 (None: score whole images).
+
+        Raises:
+            ValueError: the mask's grid differs from the prediction's.
+        """
+        if self.metric_mask_key is None:
+            return None
+        if not isinstance(batch, dict) or self.metric_mask_key not in batch:
+            if not getattr(self, "_warned_no_region", False):
+                self._warned_no_region = True
+                rank_zero_warn(
+                    f"metric_mask_key {self.metric_mask_key!r}: the evaluation batches carry no "
+                    f"{self.metric_mask_key!r} masks, so whole images are scored; give the layout its region "
+                    "masks (e.g. PairedFoldersLayout fov_dir) or set metric_mask_key: null"
+                )
+            return None
+        region = (plain_tensor(batch[self.metric_mask_key]) > 0).to(pred.dtype).to(pred.device)
+        if region.shape[0] != pred.shape[0] or region.shape[2:] != pred.shape[2:]:
+            raise ValueError(
+                f"metric_mask_key {self.metric_mask_key!r}: mask of shape {tuple(region.shape)} does not "
+                f"match the prediction {tuple(pred.shape)}"
+            )
+        return region[:, :1]
 
     def _case_metrics(
         self,

@@ -149,6 +149,18 @@ def test_drive_like_folder_detected_with_suffixes_and_fov(tmp_path):
     assert first["case"] == "21" and first["fov"].endswith("21_training_mask.png")
 
 
+def test_plan_of_a_folder_with_a_field_of_view_scores_validation_inside_it(tmp_path, lesion_images_2d):
+    """DRIVE's protocol: the plan sets ``metric_mask_key: fov`` (with its reason) when the layout has
+    field-of-view masks, and not otherwise."""
+    config = yaml.safe_load(plan_dataset(_drive_like(tmp_path / "drive"), out=tmp_path / "p.yaml", show=False)
+                            .read_text())  # fmt: skip
+    assert config["model"]["init_args"]["metric_mask_key"] == "fov"
+    assert "inside the field of view" in (tmp_path / "p.yaml").read_text()
+    assert json.loads((tmp_path / "p.fingerprint.json").read_text())["region_mask_key"] == "fov"
+    other = yaml.safe_load(plan_dataset(lesion_images_2d, out=tmp_path / "q.yaml", show=False).read_text())
+    assert "metric_mask_key" not in other["model"]["init_args"]
+
+
 def test_ambiguous_label_folders_name_the_option(tmp_path):
     root = _drive_like(tmp_path / "d")
     (root / "labels").mkdir()
@@ -402,6 +414,7 @@ def test_planned_configs_run_fast_dev_run(lesion_dataset, lesion_images_2d, clas
         ("seg2d", lesion_images_2d),
         ("cls", classification_npz),
         ("csv", manifest),
+        ("fov", _drive_like(tmp_path / "drive")),  # validation scored inside the field of view
     )
     for name, data in cases:
         out = plan_dataset(data, out=tmp_path / f"{name}.yaml", show=False)
@@ -433,10 +446,14 @@ def test_plan_on_shared_data(shared_data, rel, tmp_path):
         layout = data["layout"]["init_args"]
         assert layout["fov_dir"].endswith("mask") and layout["mask_suffix"] == "_manual1.gif"
         assert (data["num_samples"], data["batch_size"]) == (8, 4)
+        assert config["model"]["init_args"]["metric_mask_key"] == "fov"
     if rel == "brats2013":
         assert data["layout"]["init_args"]["val_root"].endswith("validation")
         assert config["model"]["init_args"]["model"]["init_args"]["out_channels"] == 5
         assert data["crop"] == "label_classes"
+        assert (
+            "metric_mask_key" not in config["model"]["init_args"]
+        )  # a brain mask: predictions outside count
 
 
 @pytest.mark.slow

@@ -159,3 +159,58 @@ def test_background_is_never_a_lesion_and_multilabel_channels_all_count(make_tra
     metrics = trainer.callback_metrics
     assert float(metrics["val/lesion_sensitivity"]) == pytest.approx(2 / 3)
     assert float(metrics["val/lesion_f1"]) == pytest.approx(12 / 17)
+
+
+class _WithRegion(_Dicts):
+    def __init__(self, images, labels, region):
+        super().__init__(images, labels)
+        self.region = region
+
+    def __getitem__(self, i):
+        return {**super().__getitem__(i), "fov": self.region[i]}
+
+
+def test_metric_mask_key_scores_inside_the_region_only(make_trainer):
+    """``metric_mask_key="fov"``: counts over the voxels inside the field of view only (hand counts);
+    without the key the same batches are scored whole."""
+    pred, gt = _cases()
+    region = torch.ones(2, 1, 16, 16)
+    region[1, 0, 10:, :] = 0  # case 1: the 3 px false positive (row 12) falls outside
+    region[0, 0, 0:3, 0:3] = 0  # case 0: the missed 2x2 lesion too
+
+    def validate(**kwargs):
+        module = SegmentationModule(
+            MaskAsPrediction(), CrossEntropy(), class_names=["background", "lesion"], compute_hd95=False,
+            **kwargs,
+        )  # fmt: skip
+        trainer = make_trainer()
+        trainer.validate(module, DataLoader(_WithRegion(pred, gt, region), batch_size=2))
+        return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+    whole, inside = validate(), validate(metric_mask_key="fov")
+    # case 0: gt 16 px, pred 12 (all on the 12 px lesion); case 1: gt 20, pred 23, 15 shared (row 6 and
+    # the 3 px false positive are not lesion). Inside: case 0 gt 12; case 1 pred 20 (no false positive)
+    assert whole["val/dice"] == pytest.approx((24 / 28 + 30 / 43) / 2)
+    assert inside["val/dice"] == pytest.approx((1.0 + 30 / 40) / 2)
+    # sensitivity and specificity pool the confusion counts over the cases (MONAI ConfusionMatrixMetric)
+    assert whole["val/sensitivity"] == pytest.approx((12 + 15) / (16 + 20))
+    assert inside["val/sensitivity"] == pytest.approx((12 + 15) / (12 + 20))
+    # negatives: whole 240 + 236 with 8 predicted (row 6 and the false positive); inside 235 + 140
+    # (the 9 px corner of case 0 and rows 10-15 of case 1 left out) with 5 predicted (row 6)
+    assert whole["val/specificity"] == pytest.approx((240 + 236 - 8) / (240 + 236))
+    assert inside["val/specificity"] == pytest.approx((235 + 140 - 5) / (235 + 140))
+    # lesions: the missed one and the false positive lie outside the region
+    assert whole["val/lesion_sensitivity"] == pytest.approx(2 / 3)
+    assert inside["val/lesion_sensitivity"] == pytest.approx(1.0)
+    assert inside["val/lesion_fp_per_case"] == pytest.approx(0.0)
+
+
+def test_metric_mask_key_without_masks_in_the_batches_warns_once(make_trainer):
+    pred, gt = _cases()
+    module = SegmentationModule(
+        MaskAsPrediction(), CrossEntropy(), class_names=["background", "lesion"], compute_hd95=False,
+        metric_mask_key="fov",
+    )  # fmt: skip
+    with pytest.warns(UserWarning, match="carry no 'fov' masks, so whole images are scored") as record:
+        make_trainer().validate(module, DataLoader(_Dicts(pred, gt), batch_size=1))
+    assert sum("carry no 'fov'" in str(w.message) for w in record) == 1
