@@ -40,7 +40,8 @@ def read_run(folder: Path) -> dict | None:
     start = (version / "hparams.yaml").stat().st_mtime
     end = max(p.stat().st_mtime for p in version.glob("checkpoints/*.ckpt"))
     epochs = [int(r["epoch"]) + 1 for r in rows]
-    done = "max_epochs=" in (folder / "log.txt").read_text() if (folder / "log.txt").exists() else False
+    logs = [folder / name for name in ("log.txt", "fit.log") if (folder / name).exists()]
+    done = any("max_epochs=" in log.read_text() for log in logs)
     total = epochs[-1]
     minutes = (end - start) / 60
     return {
