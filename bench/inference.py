@@ -11,7 +11,7 @@ Goal (issue 7): pipeline >= 1.5x naive on CPU, and pipeline wall time within 1.1
 
 Usage::
 
-    python bench/inference.py                 # N=8 volumes of 64x64x40, 3 repetitions, 1 torch thread
+    python bench/inference.py                 # N=32 volumes of 96x96x48, 3 repetitions, 1 torch thread
     python bench/inference.py --n 12 --shape 128 128 80 --repeats 5 --threads 2 --workers 1
 """
 
@@ -88,12 +88,15 @@ def _naive(predictor, files: list[Path], out: Path, stages: dict[str, float]) ->
     return time.perf_counter() - t_start
 
 
-def _pipeline(predictor, folder: Path, out: Path, workers: int) -> float:
+def _pipeline(predictor, folder: Path, out: Path, workers: int, inside: list[float]) -> float:
+    """Wall time of ``predict_folder``; appends to ``inside`` the time its model passes took (the
+    report's ``compute_s``), to tell a slower model (contention) from time outside the passes."""
     t0 = time.perf_counter()
     result = predictor.predict_folder(folder, out, overwrite=True, num_workers=workers, progress=False)
     elapsed = time.perf_counter() - t0
     if not result.ok:
         raise RuntimeError(result.summary)
+    inside.append(sum(float(r["compute_s"]) for r in result.rows))
     return elapsed
 
 
@@ -108,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--n", type=int, default=8, help="number of volumes")
-    parser.add_argument("--shape", type=int, nargs=3, default=[64, 64, 40])
+    parser.add_argument("--n", type=int, default=32, help="number of volumes (issue 19's goal: 32)")
+    parser.add_argument("--shape", type=int, nargs=3, default=[96, 96, 48])
     parser.add_argument("--roi", type=int, nargs=3, default=[48, 48, 32])
     parser.add_argument("--spacing", type=float, nargs=3, default=[1.0, 1.0, 1.5], help="target spacing (mm)")
     parser.add_argument("--input-spacing", type=float, nargs=3, default=[1.2, 0.9, 2.5])
@@ -139,9 +142,10 @@ def main(argv: list[str] | None = None) -> int:
         _compute(predictor, images[:1])  # warm-up (allocator, MONAI imports)
         times: dict[str, list[float]] = {"naive": [], "pipeline": [], "compute": []}
         stages: dict[str, float] = {}
+        inside: list[float] = []
         for r in range(args.repeats):
             times["naive"].append(_naive(predictor, files, tmp / f"naive{r}", stages))
-            times["pipeline"].append(_pipeline(predictor, folder, tmp / f"pipe{r}", args.workers))
+            times["pipeline"].append(_pipeline(predictor, folder, tmp / f"pipe{r}", args.workers, inside))
             times["compute"].append(_compute(predictor, images))
         med = {k: statistics.median(v) for k, v in times.items()}
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -163,6 +167,12 @@ def main(argv: list[str] | None = None) -> int:
             "naive loop stages per volume: "
             + ", ".join(f"{k} {v:.3f} s ({100 * v / sum(per.values()):.0f}%)" for k, v in per.items())
             + f"; best possible overlap = naive / max(stage) = {sum(per.values()) / max(per.values()):.2f}x"
+        )
+        model_in = statistics.median(inside)
+        print(
+            f"inside the pipeline: model passes {model_in:.2f} s ({model_in / med['compute']:.2f}x the same "
+            "passes alone: contention with the loader and writer), outside them "
+            f"{med['pipeline'] - model_in:.2f} s (worker start, first load, last write, records)"
         )
         print(f"peak RSS (main process): {peak_mb:.0f} MB")
         print(
