@@ -79,7 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for line in result.warnings:
         print(f"medfocal evaluate: warning: {line}", file=sys.stderr)
     print(result.summary_text)
+    if result.cleanup:
+        print(result.cleanup_text)
     print(f"per case: {result.csv_path}\nsummary: {result.summary_path}")
+    if result.cleanup_path is not None:
+        print(f"clean-up: {result.cleanup_path}")
     if result.plot_path is not None:
         print(f"box plot: {result.plot_path}")
     if result.html_path is not None:

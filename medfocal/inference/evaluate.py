@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from medfocal.inference.cleanup import clean_labels
 from medfocal.inference.report import voxel_volume_ml, write_csv
 from medfocal.io import NIFTI_SUFFIXES, PHOTO_SUFFIXES, atomic_path, case_id_of, spacing_of
 from medfocal.metrics.lesion import (
@@ -67,6 +68,8 @@ METRICS = (
 #: per-case lesion counts written beside the metrics (pooled over cases in the lesion table, not averaged)
 LESION_COUNTS = ("lesions_gt", "lesions_detected", "lesions_pred", "lesions_fp")
 _AFFINE_ATOL = 1e-3
+#: ``--min-size`` values (voxels) that ``cleanup`` tries beside ``--keep-largest``
+CLEANUP_MIN_SIZES = (10, 100)
 
 
 @dataclass
@@ -85,6 +88,32 @@ class EvaluationResult:
     lesions_path: Path | None = None
     #: the review page (``evaluate_folders(html=True)``)
     html_path: Path | None = None
+    #: ``cleanup=True``: per label/region and metric, the mean as predicted and after each clean-up of
+    #: ``medfocal infer`` (``label``, ``metric``, ``as_predicted``, ``keep_largest``, ``min_size_<n>``)
+    cleanup: list[dict[str, Any]] = field(default_factory=list)
+    cleanup_path: Path | None = None
+
+    @property
+    def cleanup_text(self) -> str:
+        """The clean-up table and, per label, which clean-up raises its mean Dice (empty without)."""
+        if not self.cleanup:
+            return ""
+        ways = [k for k in self.cleanup[0] if k not in ("label", "metric")]
+        lines = [f"{'clean-up':<12}{'metric':<10}" + "".join(f"{w:>16}" for w in ways)]
+        for r in self.cleanup:
+            lines.append(f"{r['label']!s:<12}{r['metric']:<10}" + "".join(f"{r[w]:>16.3f}" for w in ways))
+        for r in (r for r in self.cleanup if r["metric"] == "dice" and isinstance(r["label"], int)):
+            finite = [w for w in ways if r[w] == r[w]]
+            best = max(finite, key=lambda w: (r[w], w == "as_predicted")) if finite else "as_predicted"
+            if best == "as_predicted":
+                lines.append(f"label {r['label']}: no clean-up raises the mean Dice on these cases")
+            else:
+                option = "--keep-largest" if best == "keep_largest" else f"--min-size {best.split('_')[-1]}"
+                lines.append(
+                    f"label {r['label']}: infer {option} raises the mean Dice {r['as_predicted']:.3f} -> "
+                    f"{r[best]:.3f} on these cases (choose on validation cases, never on test)"
+                )
+        return "\n".join(lines)
 
     @property
     def summary_text(self) -> str:
@@ -400,6 +429,7 @@ def evaluate_folders(
     images: str | Path | None = None,
     regions: dict[str, Sequence[int]] | Sequence[str] | None = None,
     roi: str | Path | None = None,
+    cleanup: bool = False,
 ) -> EvaluationResult:
     """Score every ground-truth file of ``gt_dir`` against the same-named file in ``pred_dir``.
 
@@ -430,6 +460,11 @@ def evaluate_folders(
         roi: a folder of region-of-interest masks named like the ground-truth files (non-zero = inside,
             e.g. DRIVE's field of view): every metric is computed inside the region only (prediction
             and ground truth set to background outside it); ground truth outside is a warning.
+        cleanup: also score the predictions after each clean-up ``medfocal infer`` offers, per label:
+            ``--keep-largest`` (the largest connected component of each label) and ``--min-size`` 10
+            and 100 (voxels), and say which raises the mean Dice; written to
+            ``<stem>_cleanup.csv``. Run it on validation predictions and apply the choice to new cases
+            (nnU-Net's post-processing choice); never choose on a test set.
 
     The lesion-wise table (per label and size bin: lesions, detected, sensitivity, precision, F1,
     false-positive lesions per case) goes to ``<stem>_lesions.csv``.
@@ -491,6 +526,8 @@ def evaluate_folders(
         )
     regions = _check_regions(regions)
     rows: list[dict[str, Any]] = []
+    ways = {"keep_largest": (True, 0), **{f"min_size_{n}": (False, n) for n in CLEANUP_MIN_SIZES}}
+    cleaned_rows: dict[str, list[dict[str, Any]]] = {w: [] for w in ways} if cleanup else {}
     per_label: dict[int | str, list[LesionCounts]] = {label: [] for label in [*use, *regions]}
     for pp, gp in pairs:
         pred, _ = load_mask(pp, threshold)
@@ -505,9 +542,15 @@ def evaluate_folders(
             rows.append({"case": case_id_of(gp), **r})
         for label, c in counts.items():
             per_label[label].append(c)
+        for way in cleaned_rows:
+            largest, min_size = ways[way]
+            cleaned = clean_labels(pred.copy(), use, keep_largest=largest, min_size=min_size)
+            for r in evaluate_case(cleaned, gt, use, ga, nsd_tolerance_mm, size_bins, regions=regions):
+                cleaned_rows[way].append({"case": case_id_of(gp), **r})
     summary = _summarise(rows)
+    cleanup_rows = _cleanup_table(summary, {w: _summarise(r) for w, r in cleaned_rows.items()})
     lesion_rows = _lesion_table(per_label)
-    lesions_path = None
+    lesions_path = cleanup_path = None
     csv_path = summary_path = plot_path = None
     if output != "":
         csv_path = Path(output) if output is not None else pred_dir / "evaluation.csv"
@@ -522,10 +565,39 @@ def evaluate_folders(
         )
         if plot:
             plot_path = _box_plot(rows, [*use, *regions], csv_path.with_name(f"{stem}_boxplot.png"))
+        if cleanup_rows:
+            cleanup_path = write_csv(
+                cleanup_rows, csv_path.with_name(f"{stem}_cleanup.csv"), first=("label",)
+            )
     html_path = _review_page(rows, pairs, csv_path or pred_dir / "evaluation.csv", images) if html else None
     return EvaluationResult(
-        rows, summary, csv_path, summary_path, plot_path, notes, lesion_rows, lesions_path, html_path
+        rows,
+        summary,
+        csv_path,
+        summary_path,
+        plot_path,
+        notes,
+        lesion_rows,
+        lesions_path,
+        html_path,
+        cleanup_rows,
+        cleanup_path,
     )
+
+
+def _cleanup_table(
+    summary: list[dict[str, Any]], cleaned: dict[str, list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """Per label/region: mean Dice and HD95 as predicted and after each clean-up (``[]`` without)."""
+    if not cleaned:
+        return []
+    means = {"as_predicted": summary, **cleaned}
+    by = {w: {(r["label"], r["metric"]): r["mean"] for r in rs} for w, rs in means.items()}
+    out = []
+    for label in dict.fromkeys(r["label"] for r in summary if r["label"] != "mean"):
+        for metric in ("dice", "hd95_mm"):
+            out.append({"label": label, "metric": metric, **{w: by[w][(label, metric)] for w in means}})
+    return out
 
 
 def _region(path: Path, shape: tuple[int, ...]) -> np.ndarray:

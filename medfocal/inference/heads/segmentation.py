@@ -25,6 +25,7 @@ import torch
 from medfocal.card import ModelCard
 from medfocal.data.readers import LABEL_WRITE_SUFFIXES, save_label_like
 from medfocal.inference.cases import Case
+from medfocal.inference.cleanup import clean_labels
 from medfocal.inference.heads.base import HeadOptions, Network, Prediction, PredictionHead
 from medfocal.inference.report import case_statistics
 from medfocal.inference.writer import reference_geometry, save_label_image, save_probabilities
@@ -131,32 +132,10 @@ class SegmentationHead(PredictionHead):
         return self.clean(label.numpy().astype(np.uint8))
 
     def clean(self, label: np.ndarray) -> np.ndarray:
-        """Per foreground class: keep the largest component and/or drop components < ``min_size`` voxels.
-
-        scipy's labelling (full connectivity) rather than MONAI's ``KeepLargestConnectedComponent`` /
-        ``RemoveSmallObjects``, which need scikit-image (not a medfocal dependency).
-        """
-        keep_largest, min_size = self.options.keep_largest, self.options.min_size
-        if not (keep_largest or min_size > 0) or not label.any():
-            return label
-        from scipy import ndimage
-
-        structure = np.ones((3,) * label.ndim, dtype=bool)
-        for k in range(1, len(self.card.foreground_names) + 1):
-            comps, n = ndimage.label(label == k, structure=structure)
-            if n == 0:
-                continue
-            sizes = np.bincount(comps.ravel())
-            sizes[0] = 0
-            drop = np.zeros(n + 1, dtype=bool)
-            if keep_largest:
-                drop[1:] = True
-                drop[int(sizes.argmax())] = False
-            if min_size > 0:
-                drop |= sizes < min_size
-            drop[0] = False
-            label[drop[comps]] = 0
-        return label
+        """Per foreground class: keep the largest component and/or drop components < ``min_size`` voxels
+        (:func:`medfocal.inference.cleanup.clean_labels`)."""
+        n = len(self.card.foreground_names)
+        return clean_labels(label, range(1, n + 1), self.options.keep_largest, self.options.min_size)
 
     def finish(self, case: Case, image: Any, output: torch.Tensor) -> Prediction:
         """Invert, threshold and clean one case; statistics for the report."""
