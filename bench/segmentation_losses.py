@@ -73,6 +73,7 @@ ABLATIONS = {
 }
 BRATS_REGIONS = ["WT=1,2,3,4", "TC=1,3,4", "ET=4"]
 SIZE_BINS = ["100", "1000"]  # mm³: < 0.1 ml, 0.1-1 ml, >= 1 ml
+BRATS_EVALUATE = ["--labels", "1", "2", "3", "4", "--regions", *BRATS_REGIONS, "--size-bins", *SIZE_BINS]
 
 
 def overlay(arm: str) -> str:
@@ -126,11 +127,11 @@ def score_brats(run_dir: Path, best: Path, log: Path) -> dict[str, float]:
     medfocal("infer", "-c", str(best), "-i", str(table), "-o", str(pred), "--overlap", "0.25",
              "--no-progress", "--threads", "1", "--num-workers", "0", cwd=run_dir, log=log)  # fmt: skip
     out = run_dir / "eval" / "evaluation.csv"
-    labels = ["--labels", "1", "2", "3", "4", "--regions", *BRATS_REGIONS, "--size-bins", *SIZE_BINS]
     medfocal(
-        "evaluate", "-p", str(pred), "-g", str(gt), *labels, "-o", str(out), "--no-plot", cwd=run_dir, log=log
-    )
-    record: dict[str, float] = {}
+        "evaluate", "-p", str(pred), "-g", str(gt), *BRATS_EVALUATE, "-o", str(out), "--no-plot", "--cleanup",
+        cwd=run_dir, log=log,
+    )  # fmt: skip
+    record: dict[str, float] = cleanup_record(out)
     with out.with_name("evaluation_summary.csv").open() as f:
         for r in csv.DictReader(f):
             if r["metric"] in ("dice", "hd95_mm", "nsd"):
@@ -140,6 +141,33 @@ def score_brats(run_dir: Path, best: Path, log: Path) -> dict[str, float]:
             for key in ("lesions", "sensitivity", "fp_per_case"):
                 record[f"{r['label']}/lesion_{key}_{r['size']}"] = float(r[key])
     return record
+
+
+def cleanup_record(evaluation_csv: Path) -> dict[str, float]:
+    """``<label>/<metric>_keep_largest`` from ``evaluate --cleanup``'s table (mean over the cases)."""
+    path = evaluation_csv.with_name("evaluation_cleanup.csv")
+    with path.open() as f:
+        return {
+            f"{r['label']}/{r['metric']}_keep_largest": float(r["keep_largest"]) for r in csv.DictReader(f)
+        }
+
+
+def add_cleanup(out: Path, work: Path) -> None:
+    """Score the BraTS records of ``out`` that lack the clean-up columns (``evaluate --cleanup`` on their
+    saved predictions) and rewrite ``out`` atomically."""
+    records = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+    for r in records:
+        if r["set"] != "brats" or "WT/dice_keep_largest" in r:
+            continue
+        run_dir = work / "brats" / f"{r['arm']}_seed{r['seed']}"
+        csv_path = run_dir / "eval_cleanup" / "evaluation.csv"
+        medfocal("evaluate", "-p", str(run_dir / "pred"), "-g", str(run_dir / "gt"), *BRATS_EVALUATE, "-o",
+                 str(csv_path), "--no-plot", "--cleanup", cwd=run_dir, log=run_dir / "log.txt")  # fmt: skip
+        r.update(cleanup_record(csv_path))
+        print(f"clean-up scored: {r['arm']} seed {r['seed']}", flush=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    os.replace(tmp, out)
 
 
 def fit_finished(run_dir: Path, log: Path) -> bool:
@@ -255,6 +283,8 @@ def report(out: Path) -> str:
     ]
     brats = [(f"{r} Dice", f"{r}/dice", 3) for r in ("WT", "TC", "ET")]
     brats += [(f"{r} HD95 mm", f"{r}/hd95_mm", 1) for r in ("WT", "TC", "ET")]
+    cleaned = [(f"{r} Dice", f"{r}/dice_keep_largest", 3) for r in ("WT", "TC", "ET")]
+    cleaned += [(f"{r} HD95 mm", f"{r}/hd95_mm_keep_largest", 1) for r in ("WT", "TC", "ET")]
     names = ("necrosis", "oedema", "non-enh.", "enh.")
     brats += [(f"{n} ({k})", f"{k}/dice", 3) for k, n in enumerate(names, start=1)]
     lesions = []
@@ -266,6 +296,13 @@ def report(out: Path) -> str:
     text += _table(records, "drive", drive)
     text += ["", "### BraTS 2013, 2 validation cases, `plan` (30-minute CPU budget)", ""]
     text += _table(records, "brats", brats)
+    text += [
+        "",
+        "The same predictions after `infer --keep-largest` (largest component of each label; chosen and "
+        "scored on the same 2 validation cases, so optimistic; `evaluate --cleanup`):",
+        "",
+    ]
+    text += _table(records, "brats", cleaned)
     text += ["", "Lesion-wise (BraTS validation cases; a lesion is a connected component of the region):", ""]
     text += _table(records, "brats", lesions)
     return "\n".join(text) + "\n"
@@ -292,7 +329,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "segmentation_losses_runs.jsonl")
     parser.add_argument("--resume", action="store_true", help="skip runs already recorded in --out")
     parser.add_argument("--report", action="store_true", help="print the tables of --out and exit")
+    parser.add_argument(
+        "--add-cleanup",
+        action="store_true",
+        help="score the clean-up of BraTS records that lack it, and exit",
+    )
     args = parser.parse_args()
+    if args.add_cleanup:
+        add_cleanup(args.out, args.work.resolve())
+        return
     if args.report:
         print(report(args.out))
         return
