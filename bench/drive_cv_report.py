@@ -181,18 +181,25 @@ def score_table(runs: list[dict], root: Path) -> str:
     return "\n".join(lines)
 
 
-def curve(runs: list[dict], png: Path) -> None:
+def curve(runs: list[dict], png: Path, baseline_cost: float | None = None) -> None:
+    """Validation Dice against training time: wall minutes, or with ``baseline_cost`` (the planned
+    network's cost per epoch over the baseline's, measured side by side under the same load) the compute
+    spent as a share of one planned run, which the machine's load does not change."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
+    planned_epochs = max((r["epochs"][-1] for r in runs if r["arm"] == "planned"), default=1)
     for r in sorted(runs, key=lambda r: (r["arm"], r["fold"])):
         style = "-" if r["arm"] == "planned" else "--"
         colour = f"C{r['fold']}"
+        x = r["minutes"]
+        if baseline_cost:
+            x = r["epochs"] / planned_epochs / (1.0 if r["arm"] == "planned" else baseline_cost)
         ax.plot(
-            r["minutes"],
+            x,
             r["dice"],
             style,
             marker="o",
@@ -202,8 +209,12 @@ def curve(runs: list[dict], png: Path) -> None:
         )
     ax.axhline(0.82, color="k", lw=0.8, ls=":", label="goal 0.82")
     ax.axhline(0.8142, color="grey", lw=0.8, ls="-.", label="published U-Net F1 0.814")
-    ax.set_xlabel("wall-clock training minutes (shared 2-core CPU, 1 thread per run, loaded)")
-    ax.set_ylabel("validation Dice (vessel, whole image)")
+    if baseline_cost:
+        share = f"({planned_epochs} epochs; baseline epochs / {baseline_cost:g})"
+        ax.set_xlabel(f"training compute, share of one planned run {share}")
+    else:
+        ax.set_xlabel("wall-clock training minutes (shared 2-core CPU, 1 thread per run, loaded)")
+    ax.set_ylabel("validation Dice (vessel, during fit)")
     ax.set_title("DRIVE, 4-fold CV: medfocal plan vs MONAI UNet + DiceCE")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2, loc="lower right")
@@ -218,6 +229,12 @@ def main() -> None:
     parser.add_argument("root", type=Path, help="folder holding f0..f3 and base0..base3")
     parser.add_argument("--png", type=Path, default=None)
     parser.add_argument("--score", action="store_true", help="also infer + evaluate --roi each finished run")
+    parser.add_argument(
+        "--baseline-cost",
+        type=float,
+        default=None,
+        help="planned cost per epoch / baseline's (side by side): the curve's x-axis becomes compute",
+    )
     args = parser.parse_args()
     runs = [r for d in sorted(args.root.iterdir()) if d.is_dir() and (r := read_run(d))]
     print(table(runs))
@@ -228,7 +245,7 @@ def main() -> None:
     if unfinished:
         print(f"\nnot finished: {', '.join(unfinished)}")
     if args.png:
-        curve(runs, args.png)
+        curve(runs, args.png, args.baseline_cost)
         print(f"\ncurve: {args.png}")
 
 
