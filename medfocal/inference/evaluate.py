@@ -504,7 +504,7 @@ def evaluate_folders(
         gt, ga = load_mask(gp, threshold)
         _check_geometry(pred, pa, gt, ga, pp, gp)
         if roi_dir is not None:
-            region = _region(roi_dir / gp.name, gt.shape)
+            region = _region(roi_dir / gp.name, gt.shape, ga)
             lost = int(np.count_nonzero(gt[~region]))
             if lost:
                 outside.append(f"{case_id_of(gp)} ({lost} voxels)")
@@ -533,7 +533,7 @@ def evaluate_folders(
         pred, _ = load_mask(pp, threshold)
         gt, ga = load_mask(gp, threshold)
         if roi_dir is not None:
-            region = _region(roi_dir / gp.name, gt.shape)
+            region = _region(roi_dir / gp.name, gt.shape, ga)
             pred, gt = np.where(region, pred, 0), np.where(region, gt, 0)
         counts: dict[int | str, LesionCounts] = {}
         for r in evaluate_case(
@@ -600,11 +600,16 @@ def _cleanup_table(
     return out
 
 
-def _region(path: Path, shape: tuple[int, ...]) -> np.ndarray:
-    """The boolean region of interest in ``path`` (non-zero = inside); its shape must be ``shape``."""
-    region, _ = load_mask(path, threshold=0.5)
+def _region(path: Path, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
+    """The boolean region of interest in ``path`` (non-zero = inside) on the ground truth's grid
+    (``shape``, ``affine``)."""
+    region, region_affine = load_mask(path, threshold=0.5)
     if region.shape != tuple(shape):
         raise ValueError(f"{path}: region mask of shape {region.shape}, the ground truth has {tuple(shape)}")
+    if not np.allclose(region_affine, affine, atol=_AFFINE_ATOL):
+        raise ValueError(
+            f"{path}: region mask's affine differs from the ground truth's; resample it to that grid"
+        )
     if not region.any():
         raise ValueError(f"{path}: empty region mask (nothing to score inside it)")
     return region > 0

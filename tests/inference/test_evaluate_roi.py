@@ -69,3 +69,24 @@ def test_cli_roi(tmp_path, capsys):
     assert "1.000" in out and "0.800" not in out
     assert main_evaluate(["-p", str(pred), "-g", str(gt), "--roi", str(tmp_path / "nowhere")]) == 2
     assert "region-of-interest folder not found" in capsys.readouterr().err
+
+
+def test_roi_on_volumes_checks_the_grid(tmp_path):
+    """A NIfTI brain mask: scored inside it; a mask on another grid (affine) is refused."""
+    import nibabel as nib
+
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    gt = np.zeros((8, 8, 4), np.uint8)
+    gt[2:4, 2:4, 1] = 1
+    pred = gt.copy()
+    pred[7, 7, 3] = 1  # one false positive outside the brain
+    brain = np.ones_like(gt)
+    brain[6:, 6:, :] = 0
+    for name, array, aff in (("pred", pred, affine), ("gt", gt, affine), ("roi", brain, affine)):
+        (tmp_path / name).mkdir()
+        nib.save(nib.Nifti1Image(array, aff), tmp_path / name / "c.nii.gz")
+    res = evaluate_folders(tmp_path / "pred", tmp_path / "gt", output="", roi=tmp_path / "roi")
+    assert res.rows[0]["dice"] == pytest.approx(1.0)
+    nib.save(nib.Nifti1Image(brain, np.diag([1.0, 1.0, 3.0, 1.0])), tmp_path / "roi" / "c.nii.gz")
+    with pytest.raises(ValueError, match=r"c\.nii\.gz: region mask's affine differs"):
+        evaluate_folders(tmp_path / "pred", tmp_path / "gt", output="", roi=tmp_path / "roi")
