@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from plan_runs import medfocal
 
 
 def read_run(folder: Path) -> dict | None:
@@ -81,16 +82,6 @@ def table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _medfocal(*args: str, log: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    with log.open("a") as f:
-        f.write(f"\n$ medfocal {' '.join(args)}\n")
-        f.flush()
-        done = subprocess.run([sys.executable, "-m", "medfocal.cli", *args], stdout=f, stderr=f, env=env)
-    if done.returncode:
-        raise RuntimeError(f"medfocal {args[0]} failed (exit {done.returncode}); see {log}")
-
-
 def score_run(folder: Path, tta: bool) -> dict[str, float]:
     """Infer the fold's validation images with ``last.ckpt`` and score them (see the module docstring)."""
     import json
@@ -120,15 +111,15 @@ def score_run(folder: Path, tta: bool) -> dict[str, float]:
                     link.symlink_to(target)
     log = work / "score.log"
     pred = work / "pred"
-    _medfocal(
+    medfocal(
         "infer", "-c", str(version / "checkpoints" / "last.ckpt"), "-i", str(table), "-o", str(pred),
-        "--save-probabilities", "npz", "--no-progress", *(["--tta"] if tta else []), log=log,
+        "--save-probabilities", "npz", "--no-progress", *(["--tta"] if tta else []), cwd=folder, log=log,
     )  # fmt: skip
     out: dict[str, float] = {}
     for where, extra in (("fov", ["--roi", str(work / "roi")]), ("image", [])):
         csv_path = work / f"evaluation_{where}.csv"
-        _medfocal("evaluate", "-p", str(pred), "-g", str(work / "gt"), "--labels", "1", "-o", str(csv_path),
-                  "--no-plot", *extra, log=log)  # fmt: skip
+        medfocal("evaluate", "-p", str(pred), "-g", str(work / "gt"), "--labels", "1", "-o", str(csv_path),
+                 "--no-plot", *extra, cwd=folder, log=log)  # fmt: skip
         rows = list(csv.DictReader(csv_path.open()))
         tp = sum(float(r["dice"]) * (float(r["volume_pred_ml"]) + float(r["volume_gt_ml"])) / 2 for r in rows)
         pred_px = sum(float(r["volume_pred_ml"]) for r in rows)

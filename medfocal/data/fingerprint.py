@@ -33,6 +33,7 @@ from scipy import ndimage
 
 from medfocal.data.autolayout import find_layout
 from medfocal.data.layouts import CSVLayout, DecathlonLayout, ImageFolderLayout, Layout, MedMNISTLayout
+from medfocal.data.transforms import MASK_KEYS
 
 __all__ = ["Fingerprint", "compute_fingerprint", "guess_task", "print_fingerprint"]
 
@@ -70,7 +71,6 @@ class Fingerprint:
     label_values: list[int] = field(default_factory=list)
     class_fractions: list[float] = field(default_factory=list)
     components: dict[str, dict[str, float]] = field(default_factory=dict)
-    has_region_mask: bool = False
     #: the record key of the region masks (``fov``, ``mask``, ``brainmask``), None without
     region_mask_key: str | None = None
     image_shape: list[int] = field(default_factory=list)
@@ -83,6 +83,11 @@ class Fingerprint:
         return [float(v) for v in np.median(np.asarray(self.spacings, dtype=float), axis=0)]
 
     @property
+    def has_region_mask(self) -> bool:
+        """Whether the records carry region masks (field of view, brain mask)."""
+        return self.region_mask_key is not None
+
+    @property
     def median_shape(self) -> list[int]:
         """Median shape per axis (voxels)."""
         return [round(v) for v in np.median(np.asarray(self.shapes, dtype=float), axis=0)]
@@ -90,6 +95,7 @@ class Fingerprint:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types."""
         out = asdict(self)
+        out["has_region_mask"] = self.has_region_mask
         if self.spacings:
             out["median_spacing"], out["median_shape"] = self.median_spacing, self.median_shape
         return out
@@ -97,7 +103,8 @@ class Fingerprint:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Fingerprint:
         """Inverse of :meth:`to_dict` (derived keys ignored)."""
-        return cls(**{k: v for k, v in data.items() if k not in ("median_spacing", "median_shape")})
+        derived = ("median_spacing", "median_shape", "has_region_mask")
+        return cls(**{k: v for k, v in data.items() if k not in derived})
 
     def save(self, path: str | Path) -> Path:
         """Write JSON atomically (temporary file + ``os.replace``)."""
@@ -268,8 +275,7 @@ def _segmentation(layout: Layout, records: list[dict[str, Any]], max_cases: int)
         label_values=sorted(values),
         class_fractions=[float(c) for c in counts / max(counts.sum(), 1)],
         components={str(k): _component_stats(v, len(chosen), voxel_mm) for k, v in sorted(comps.items())},
-        has_region_mask=any(k in labelled[0] for k in ("fov", "mask", "brainmask")),
-        region_mask_key=next((k for k in ("fov", "mask", "brainmask") if k in labelled[0]), None),
+        region_mask_key=next((k for k in MASK_KEYS if k in labelled[0]), None),
         split_sizes={
             "train": sum(1 for r in labelled if r.get("split") == "train"),
             "val": sum(1 for r in labelled if r.get("split") == "val"),
