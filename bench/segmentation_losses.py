@@ -1,7 +1,8 @@
 """Issue 21 evidence: the focal-family losses against Dice + CE inside the planned segmentation recipe.
 
-For each dataset, ``medfocal plan`` writes one recipe (network, patches, sampling, augmentation, epochs,
-optimiser: nothing tuned by hand); every arm is that plan with only the loss swapped (an overlay YAML
+For each dataset, ``medfocal plan --network dynunet`` writes one recipe (network, patches, sampling,
+augmentation, epochs, optimiser: nothing tuned by hand; the DynUNet with deep supervision, the CPU default
+when these records were made); every arm is that plan with only the loss swapped (an overlay YAML
 inside the plan's deep-supervision wrapper), trained with ``medfocal fit`` for the same epochs and seeds:
 
 - ``dice_ce``: Dice + CE (``DiceFocalLoss`` with gamma 0, what the plan picks for DRIVE);
@@ -230,6 +231,9 @@ def bench(args: argparse.Namespace) -> None:
                 source,
                 "--budget",
                 budget,
+                # the recipe these records were made with (the CPU default became MONAI's UNet after them)
+                "--network",
+                "dynunet",
                 "-o",
                 str(plan),
                 cwd=plan.parent,

@@ -21,6 +21,7 @@ HELP = "Fingerprint a dataset and write a training config (plan.yaml) for `medfo
 
 def parser() -> argparse.ArgumentParser:
     """The ``medfocal plan`` parser: the parameters of :func:`medfocal.data.planning.plan_dataset`."""
+    from medfocal.data.plan_rules import NETWORKS
     from medfocal.data.planning import plan_dataset
     from medfocal.presets import list_presets
 
@@ -42,7 +43,14 @@ def parser() -> argparse.ArgumentParser:
         plan_dataset,
         skip=("data", "show"),
         flags={"out": ("-o", "--out")},
-        overrides={"budget": {"type": str, "help": "cpu (30 min), gpu (120 min) or minutes of training"}},
+        overrides={
+            "budget": {"type": str, "help": "cpu (30 min), gpu (120 min) or minutes of training"},
+            "network": {
+                "choices": NETWORKS,
+                "help": "segmentation network: auto (MONAI's residual UNet on a CPU budget, nnU-Net's "
+                "DynUNet on a GPU), unet or dynunet",
+            },
+        },
     )
     return p
 

@@ -1,12 +1,19 @@
 """The segmentation rules of ``medfocal plan``: fingerprint + budget -> config dict and one reason per choice.
 
 Pure functions (no file access), tested one by one. Cost model: seconds per training step are
-``voxels per step * US_PER_VOXEL[dims][device] * 1e-6 * base_filters / 16`` for a ``DynUNet`` with deep
-supervision, data cached in memory. The CPU figures were measured on this project's 2-core CPU with one
-thread per run and the other core busy (2026-11-29): DRIVE, 32 patches of 48x48, 0.39 s per step (5.3 us
-per voxel; the earlier single figure of 18 us made 2D plans run a third of their budget); BraTS, 2
-patches of 32^3, about 1.4 s per step (21 us per voxel). The planner aims at a number of optimiser steps
-(``MIN_STEPS``), not at a wall-clock promise.
+``voxels per step * US_PER_VOXEL[network][dims][device] * 1e-6 * base_filters / 16``, end to end (data
+cached in memory, augmentation, Lightning). The CPU figures were measured on this project's 2-core CPU with
+one thread per run and the other core busy (2026-11-29/30): DRIVE, the ``DynUNet`` with deep supervision,
+32 patches of 48x48, 0.39 s per step (5.3 us per voxel); MONAI's residual ``UNet``, 32 patches of 80x80,
+2.4 s per epoch of 4 steps (2.9 us); BraTS, ``DynUNet``, 2 patches of 32^3, about 1.4 s per step (21 us).
+The planner aims at a number of optimiser steps (``MIN_STEPS``), not at a wall-clock promise.
+
+Network (``network="auto"``): MONAI's residual ``UNet`` on a CPU budget, nnU-Net's ``DynUNet`` with deep
+supervision on a GPU. The UNet downsamples with its first (strided) convolution, so it has no
+full-resolution feature maps: its forward and backward pass cost 3.2x less than the DynUNet's at DRIVE's
+80x80 patches and 3.8x less at BraTS's 32^3 (2x and 2x end to end, with loading and augmentation), and on
+this CPU the time buys more steps. The baseline with this network was ahead of the planned DynUNet at
+equal or less time on both datasets (bench/results/drive_plan.md, segmentation_losses.md).
 """
 
 from __future__ import annotations
@@ -29,10 +36,16 @@ __all__ = [
     "target_spacing",
 ]
 
-# training step cost per patch voxel (microseconds), base 16 filters, by spatial dims and device
-US_PER_VOXEL = {2: {"cpu": 6.0, "gpu": 0.05}, 3: {"cpu": 20.0, "gpu": 0.05}}
+NETWORKS = ("auto", "unet", "dynunet")
+# training step cost per patch voxel (microseconds), base 16 filters, by network, spatial dims and device
+US_PER_VOXEL = {
+    "dynunet": {2: {"cpu": 6.0, "gpu": 0.05}, 3: {"cpu": 20.0, "gpu": 0.05}},
+    "unet": {2: {"cpu": 3.0, "gpu": 0.03}, 3: {"cpu": 10.0, "gpu": 0.03}},
+}
 CACHE_BYTES = 4 * 2**30  # preprocessed dataset size up to which the plan caches it in memory
-MIN_STEPS = {"cpu": 1000, "gpu": 25000}  # optimiser steps the patch size must leave room for
+# optimiser steps the patch size must leave room for; on CPU 2000: DRIVE's MONAI baseline at 2464 steps
+# matched the plan at 1232 steps with a larger network (bench/results/drive_plan.md)
+MIN_STEPS = {"cpu": 2000, "gpu": 25000}
 MAX_PATCH_VOXELS = {2: {"cpu": 256 * 256, "gpu": 512 * 512}, 3: {"cpu": 96**3, "gpu": 160 * 160 * 128}}
 LIMIT_BATCHES = {"cpu": 50, "gpu": 250}  # nnU-Net's 250 iterations per epoch on GPU
 ANISOTROPY = 3.0
@@ -224,11 +237,21 @@ def common_reasons(r: dict[str, str], fp: Fingerprint) -> None:
     r.setdefault("data.init_args.class_names", "from the layout, else the label values")
 
 
+def choose_network(network: str, device: str) -> str:
+    """``"unet"`` or ``"dynunet"``: ``network`` itself, or for ``"auto"`` the UNet on a CPU budget."""
+    if network not in NETWORKS:
+        raise ValueError(f"network: expected one of {', '.join(NETWORKS)}, got {network!r}")
+    if network == "auto":
+        return "unet" if device == "cpu" else "dynunet"
+    return network
+
+
 def segmentation_plan(
-    fp: Fingerprint, layout: Any, device: str, seconds: float
+    fp: Fingerprint, layout: Any, device: str, seconds: float, network: str = "auto"
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """Config and reasons for a segmentation dataset (see the module docstring of ``planning``)."""
     r: dict[str, str] = {}
+    chosen = choose_network(network, device)
     dims, n_classes = fp.spatial_dims, len(fp.class_fractions)
     if dims == 3:
         spacing, why_spacing = target_spacing(fp.spacings)
@@ -253,7 +276,7 @@ def segmentation_plan(
     base = 16 if device == "cpu" else 32
     patches = batch * samples
     step_budget = seconds * 0.85 / MIN_STEPS[device]
-    us = US_PER_VOXEL[dims][device]
+    us = US_PER_VOXEL[chosen][dims][device]
     voxels = step_budget / (us * 1e-6 * base / 16 * patches)
     cap = MAX_PATCH_VOXELS[dims][device]
     patch = fit_patch(shape, spacing, int(min(voxels, cap)))
@@ -297,35 +320,73 @@ def segmentation_plan(
     aug, why_aug = _augmentation(fp, anisotropic)
     for key, text in why_aug.items():
         r["data.init_args.augmentation" + (f".{key}" if key else "")] = text
-    deep = levels >= 3
-    net = {
-        "class_path": "medfocal.nets.DynUNet",
-        "init_args": {
-            "spatial_dims": dims,
-            "in_channels": fp.in_channels,
-            "out_channels": n_classes,
-            "kernel_size": kernels,
-            "strides": strides,
-            "filters": [min(base * 2**i, 320 if dims == 3 else 512) for i in range(levels)],
-            "deep_supervision": deep,
-            "deep_supr_num": max(1, min(2, levels - 2)),
-        },
-    }
-    r["model.init_args.model"] = "DynUNet (nnU-Net's network); topology from patch and spacing below"
-    r["model.init_args.model.init_args.kernel_size"] = (
-        "3 per axis; 1 on an axis still >2x coarser than the finest"
-    )
+    filters = [min(base * 2**i, 320 if dims == 3 else 512) for i in range(levels)]
     r["model.init_args.model.init_args.strides"] = (
         "pool an axis while it is >= 8 voxels and within 2x the finest spacing"
     )
-    r["model.init_args.model.init_args.filters"] = (
-        f"{base} at the top (budget {device}), doubling per level, capped"
+    r["model.init_args.model.init_args.kernel_size"] = (
+        "3 per axis; 1 on an axis still >2x coarser than the finest"
     )
-    r["model.init_args.model.init_args.deep_supervision"] = (
-        "deep supervision on the two levels below the top (nnU-Net)"
-        if deep
-        else "too few levels for deep supervision"
-    )
+    why_net = "chosen with --network" if network != "auto" else f"the default on a {device.upper()} budget"
+    if chosen == "unet":
+        deep = False
+        net = {
+            "class_path": "medfocal.nets.UNet",
+            "init_args": {
+                "spatial_dims": dims,
+                "in_channels": fp.in_channels,
+                "out_channels": n_classes,
+                "channels": filters,
+                # one int per level where every axis pools alike (MONAI's own form), else one per axis
+                "strides": [s[0] if len(set(s)) == 1 else s for s in strides[1:]],
+                "kernel_size": 3,
+                "num_res_units": 2,
+            },
+        }
+        r["model.init_args.model"] = (
+            f"MONAI's residual UNet ({why_net}): strided first convolution, no full-resolution feature "
+            "maps, a step 2-4x cheaper than the DynUNet's on a CPU, so the budget buys more steps; at equal "
+            "time it was ahead on DRIVE and BraTS (bench/results/drive_plan.md); --network dynunet for "
+            "nnU-Net's"
+        )
+        r["model.init_args.model.init_args.strides"] = (
+            "per level: " + r["model.init_args.model.init_args.strides"]
+        )
+        r["model.init_args.model.init_args.kernel_size"] = (
+            "3 per axis at every level (MONAI UNet: one kernel)"
+        )
+        r["model.init_args.model.init_args.channels"] = (
+            f"{base} at the top (budget {device}), doubling per level, capped"
+        )
+        r["model.init_args.model.init_args.num_res_units"] = (
+            "two residual units per level (MONAI's tutorials)"
+        )
+    else:
+        deep = levels >= 3
+        net = {
+            "class_path": "medfocal.nets.DynUNet",
+            "init_args": {
+                "spatial_dims": dims,
+                "in_channels": fp.in_channels,
+                "out_channels": n_classes,
+                "kernel_size": kernels,
+                "strides": strides,
+                "filters": filters,
+                "deep_supervision": deep,
+                "deep_supr_num": max(1, min(2, levels - 2)),
+            },
+        }
+        r["model.init_args.model"] = (
+            f"DynUNet (nnU-Net's network, {why_net}); topology from patch and spacing below"
+        )
+        r["model.init_args.model.init_args.filters"] = (
+            f"{base} at the top (budget {device}), doubling per level, capped"
+        )
+        r["model.init_args.model.init_args.deep_supervision"] = (
+            "deep supervision on the two levels below the top (nnU-Net)"
+            if deep
+            else "too few levels for deep supervision"
+        )
     inner = {
         "class_path": "medfocal.losses.DiceFocalLoss",
         "init_args": {"activation": "softmax", "gamma": 0.0, "alpha": None, "include_background": False},

@@ -1,9 +1,9 @@
 """``medfocal plan``: a LightningCLI YAML derived from a dataset fingerprint, every choice with its reason.
 
 Segmentation (nnU-Net's rules, fitted to a time budget): target spacing (median; on an axis more than 3x
-coarser than the finest, its 10th percentile), patch and batch size from the budget, a ``DynUNet``
-topology (per-axis kernels and strides from spacing and patch; deep supervision), normalisation by
-modality, foreground oversampling, Dice + CE (or Dice + focal for classes under 1% of the voxels),
+coarser than the finest, its 10th percentile), patch and batch size from the budget, the network
+(MONAI's residual ``UNet`` on a CPU budget, nnU-Net's ``DynUNet`` with deep supervision on a GPU; per-axis
+strides from spacing and patch), normalisation by modality, foreground oversampling, Dice + CE,
 augmentation, an in-memory cache when the cases fit, an epoch count from the budget
 (``limit_train_batches`` caps long epochs) and a poly learning-rate schedule.
 Classification: ResNet-18 stem (CIFAR-style 3x3 stride 1 for small images), width for the budget, batch
@@ -118,7 +118,13 @@ def _preset_block(preset: str | None, task: str) -> tuple[dict | None, str]:
     return model.get("init_args", {}).get("loss"), path.name
 
 
-def make_plan(fp: Fingerprint, layout_value: Any, preset: str | None = None, budget: Any = "cpu") -> Plan:
+def make_plan(
+    fp: Fingerprint,
+    layout_value: Any,
+    preset: str | None = None,
+    budget: Any = "cpu",
+    network: str = "auto",
+) -> Plan:
     """The planned config for a fingerprint (pure: reads no images).
 
     Args:
@@ -126,11 +132,17 @@ def make_plan(fp: Fingerprint, layout_value: Any, preset: str | None = None, bud
         layout_value: what to write under ``data.init_args.layout`` (see :func:`layout_spec`).
         preset: a preset name of ``configs/`` whose loss is used instead of the planned one.
         budget: see :func:`parse_budget`.
+        network: segmentation network, ``"auto"`` (MONAI's residual UNet on a CPU budget, nnU-Net's
+            DynUNet on a GPU), ``"unet"`` or ``"dynunet"``.
     """
     budget = parse_budget(budget)
     preset_loss, preset_name = _preset_block(preset, fp.task)
-    rules = segmentation_plan if fp.task == "segmentation" else classification_plan
-    config, reasons = rules(fp, layout_value, budget.device, budget.minutes * 60.0)
+    if fp.task == "segmentation":
+        config, reasons = segmentation_plan(fp, layout_value, budget.device, budget.minutes * 60.0, network)
+    else:
+        if network != "auto":
+            raise ValueError(f"network {network!r}: only for segmentation plans (the data is {fp.task})")
+        config, reasons = classification_plan(fp, layout_value, budget.device, budget.minutes * 60.0)
     if preset_loss is not None:
         loss_key = "model.init_args.loss"
         if (
@@ -194,6 +206,7 @@ def plan_dataset(
     task: str | None = None,
     show: bool = True,
     max_cases: int = 40,
+    network: str = "auto",
 ) -> Path:
     """Fingerprint ``data``, plan a config and write ``out`` (+ ``<out stem>.fingerprint.json`` beside it).
 
@@ -205,6 +218,8 @@ def plan_dataset(
         task: force ``"segmentation"``/``"classification"`` (default: from the layout).
         show: print the fingerprint table (rich).
         max_cases: segmentation cases read for the fingerprint.
+        network: segmentation network: ``auto`` (MONAI's residual UNet on a CPU budget, nnU-Net's
+            DynUNet on a GPU), ``unet`` or ``dynunet``.
 
     Returns:
         the path of the YAML.
@@ -217,7 +232,7 @@ def plan_dataset(
     fp = compute_fingerprint(layout, task=task, max_cases=max_cases)
     if show:
         print_fingerprint(fp)
-    plan = make_plan(fp, layout_spec(layout, data), preset, budget)
+    plan = make_plan(fp, layout_spec(layout, data), preset, budget, network)
     out = Path(out)
     fp.save(out.with_name(f"{out.stem}.fingerprint.json"))
     _write_atomic(out, render_yaml(plan))

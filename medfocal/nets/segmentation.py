@@ -44,7 +44,7 @@ class UNet(monai_nets.UNet):
         in_channels: int = 1,
         out_channels: int = 2,
         channels: Sequence[int] = (16, 32, 64, 128),
-        strides: Sequence[int] | None = None,
+        strides: Sequence[int | Sequence[int]] | None = None,
         kernel_size: int = 3,
         up_kernel_size: int = 3,
         num_res_units: int = 2,
@@ -70,14 +70,16 @@ class UNet(monai_nets.UNet):
             bias=bias,
         )
         record_init_args(self, UNet, locals())
-        self._divisor = int(np.prod([np.prod(np.atleast_1d(s)) for s in strides]))
+        # per axis: a stride is one int for every axis or one int per axis (anisotropic levels)
+        per_axis = [np.broadcast_to(np.atleast_1d(s), (spatial_dims,)) for s in strides]
+        self._divisor = tuple(int(d) for d in np.prod(per_axis, axis=0)) if per_axis else (1,) * spatial_dims
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bad = [int(n) for n in x.shape[2:] if int(n) % self._divisor]
-        if bad:
+        if any(int(n) % d for n, d in zip(x.shape[2:], self._divisor)):
+            div = self._divisor[0] if len(set(self._divisor)) == 1 else self._divisor
             raise ValueError(
-                f"UNet: spatial size {tuple(x.shape[2:])} is not divisible by {self._divisor} (the product "
-                f"of strides {self.strides}); set the patch (roi_size) to multiples of {self._divisor} or "
+                f"UNet: spatial size {tuple(x.shape[2:])} is not divisible by {div} (the product "
+                f"of strides {self.strides}); set the patch (roi_size) to multiples of {div} or "
                 "use fewer strides"
             )
         return super().forward(x)

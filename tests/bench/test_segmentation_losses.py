@@ -20,7 +20,7 @@ import segmentation_losses
 @pytest.mark.parametrize("arm", list(segmentation_losses.LOSSES))
 def test_each_arm_changes_the_loss_and_nothing_else(arm, lesion_dataset, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    plan_dataset(lesion_dataset, out=tmp_path / "plan.yaml", show=False)
+    plan_dataset(lesion_dataset, out=tmp_path / "plan.yaml", show=False, network="dynunet")
     (tmp_path / "loss.yaml").write_text(segmentation_losses.overlay(arm))
     assert main(["fit", "--config", "plan.yaml", "--print_config"]) == 0
     planned = yaml.safe_load(capsys.readouterr().out)
@@ -47,7 +47,7 @@ def test_each_ablation_changes_its_one_part(arm, lesion_dataset, tmp_path, monke
     """An ablation arm is the Dice + CE arm with one change: deep supervision off, or the baseline's
     augmentation; the rest of the merged config is the Dice + CE arm's."""
     monkeypatch.chdir(tmp_path)
-    plan_dataset(lesion_dataset, out=tmp_path / "plan.yaml", show=False)
+    plan_dataset(lesion_dataset, out=tmp_path / "plan.yaml", show=False, network="dynunet")
     (tmp_path / "loss.yaml").write_text(segmentation_losses.overlay("dice_ce"))
     (tmp_path / "ablation.yaml").write_text(segmentation_losses.ablation_overlay(arm))
     base = ["fit", "--config", "plan.yaml", "--config", "loss.yaml"]

@@ -105,7 +105,7 @@ def test_big_3d_volumes_are_planned_coarser_with_half_the_patches_on_background(
     assert data["crop"] == "label_classes" and data["class_ratios"] == [3.0, 1.0, 1.0, 1.0]
     assert "half the patch centres on background" in reasons["data.init_args.crop"]
     # classes at 1% of the voxels still get Dice + CE: the focal term cost Dice on DRIVE and BraTS
-    inner = config["model"]["init_args"]["loss"]["init_args"]["loss"]
+    inner = config["model"]["init_args"]["loss"]  # the CPU plan's UNet: no deep-supervision wrapper
     assert (inner["class_path"], inner["init_args"]["gamma"]) == ("medfocal.losses.DiceFocalLoss", 0.0)
     assert "segmentation_losses.md" in reasons["model.init_args.loss"]
 
@@ -224,8 +224,7 @@ def test_segmentation_plan_2d_few_images(lesion_images_2d):
     # 90-degree rotations are on: the patch must be square or rotated patches cannot be stacked
     assert data["augmentation"]["rot90_prob"] > 0 and data["roi_size"][0] == data["roi_size"][1]
     model = plan.config["model"]["init_args"]
-    assert model["model"]["class_path"] == "medfocal.nets.DynUNet"
-    assert model["loss"]["class_path"] == "medfocal.nets.DeepSupervisionLoss"
+    assert model["model"]["class_path"] == "medfocal.nets.UNet"  # the CPU default
     assert model["lr_scheduler"]["class_path"] == "torch.optim.lr_scheduler.PolynomialLR"
     assert model["lr_scheduler"]["init_args"]["total_iters"] == plan.config["trainer"]["max_epochs"]
     text = render_yaml(plan)
@@ -233,6 +232,68 @@ def test_segmentation_plan_2d_few_images(lesion_images_2d):
     for key in ("roi_size", "num_samples", "batch_size", "max_epochs", "strides", "loss", "augmentation"):
         line = next(i for i, t in enumerate(text.splitlines()) if t.strip().startswith(f"{key}:"))
         assert text.splitlines()[line - 1].strip().startswith("# "), key
+
+
+def _steps_and_voxels(plan) -> tuple[int, int]:
+    init = plan.config["data"]["init_args"]
+    return plan.config["trainer"]["max_epochs"], int(np.prod(init["roi_size"]))
+
+
+def test_plan_network_unet_on_cpu_dynunet_on_gpu_or_when_asked(lesion_images_2d, lesion_dataset):
+    """``network="auto"``: MONAI's residual UNet on a CPU budget (cheaper per step, so more steps or a
+    larger patch in the same minutes), nnU-Net's DynUNet with deep supervision on a GPU; either on
+    request. Every planned network runs on the planned patch."""
+    from medfocal.nets import DynUNet, UNet
+
+    cpu = _plan(lesion_images_2d)
+    asked = _plan(lesion_images_2d, network="dynunet")
+    gpu = _plan(lesion_images_2d, budget="gpu")
+    for plan, cls, deep in ((cpu, UNet, False), (asked, DynUNet, True), (gpu, DynUNet, True)):
+        model = plan.config["model"]["init_args"]
+        assert model["model"]["class_path"] == f"medfocal.nets.{cls.__name__}"
+        wrapped = model["loss"]["class_path"] == "medfocal.nets.DeepSupervisionLoss"
+        assert wrapped is deep
+        roi = plan.config["data"]["init_args"]["roi_size"]
+        net = cls(**model["model"]["init_args"]).eval()
+        with torch.no_grad():
+            out = net(torch.zeros(1, 3, *roi))
+        assert out.shape == (1, 2, *roi)
+    text = render_yaml(cpu)
+    assert "# MONAI's residual UNet (the default on a CPU budget)" in text
+    assert "(nnU-Net's network, chosen with --network)" in render_yaml(asked)
+    unet = cpu.config["model"]["init_args"]["model"]["init_args"]
+    assert len(unet["channels"]) == len(unet["strides"]) + 1 and unet["num_res_units"] == 2
+    assert all(isinstance(s, int) for s in unet["strides"])  # isotropic levels: MONAI's int form
+    # the same minutes buy more training with the cheaper network: more epochs x patch voxels
+    (e_unet, v_unet), (e_dyn, v_dyn) = _steps_and_voxels(cpu), _steps_and_voxels(asked)
+    assert e_unet * v_unet > 1.5 * e_dyn * v_dyn
+    with pytest.raises(ValueError, match="network: expected one of auto, unet, dynunet, got 'vnet'"):
+        _plan(lesion_images_2d, network="vnet")
+
+
+def test_unet_plan_of_anisotropic_volumes_pools_each_axis_as_planned(lesion_dataset):
+    """Thick slices: the UNet's strides are per axis (the DynUNet's rule), written as lists where the
+    axes differ; the network accepts them and checks divisibility per axis."""
+    from dataclasses import replace
+
+    from medfocal.data.plan_rules import segmentation_plan
+    from medfocal.nets import UNet
+
+    layout = find_layout(lesion_dataset)
+    fp = compute_fingerprint(layout)
+    thick = replace(fp, shapes=[[160, 160, 24]] * fp.num_cases, spacings=[[0.8, 0.8, 5.0]] * fp.num_cases)
+    config, _ = segmentation_plan(thick, layout_spec(layout, lesion_dataset), "cpu", 1800.0)
+    net = config["model"]["init_args"]["model"]["init_args"]
+    roi = config["data"]["init_args"]["roi_size"]
+    assert any(isinstance(s, list) and s[2] == 1 for s in net["strides"])  # the thick axis pools later
+    unet = UNet(**net).eval()
+    with torch.no_grad():
+        assert unet(torch.zeros(1, fp.in_channels, *roi)).shape[2:] == tuple(roi)
+    per_axis = np.prod([np.broadcast_to(s, (3,)) for s in net["strides"]], axis=0)
+    assert per_axis[2] < per_axis[0]
+    bad = [roi[0], roi[1], roi[2] + 1]
+    with pytest.raises(ValueError, match="not divisible by"):
+        unet(torch.zeros(1, fp.in_channels, *bad))
 
 
 def _reason_above(text: str, key: str) -> str:
@@ -272,7 +333,8 @@ def test_plan_caches_small_datasets_uses_no_class_weights_and_costs_3d_more(
     plan = _plan(lesion_dataset)
     assert plan.config["data"]["init_args"]["cache"] == "none"
     assert "do not fit" in _reason_above(render_yaml(plan), "cache")
-    assert plan_rules.US_PER_VOXEL[3]["cpu"] > 2 * plan_rules.US_PER_VOXEL[2]["cpu"]
+    for network in ("unet", "dynunet"):
+        assert plan_rules.US_PER_VOXEL[network][3]["cpu"] > 2 * plan_rules.US_PER_VOXEL[network][2]["cpu"]
 
 
 def test_plan_3d_mri_turns_lowres_simulation_on_with_its_reason(lesion_dataset):
@@ -385,7 +447,9 @@ def test_binary_classification_plan_chooses_an_operating_point(tmp_path):
 
 
 def test_preset_loss_and_wrong_kind(lesion_images_2d):
-    plan = _plan(lesion_images_2d, preset="lesion_isic")
+    plan = _plan(lesion_images_2d, preset="lesion_isic")  # the UNet: the preset's loss replaces the loss
+    assert plan.config["model"]["init_args"]["loss"]["class_path"] == "medfocal.losses.JaccardFocalLoss"
+    plan = _plan(lesion_images_2d, preset="lesion_isic", network="dynunet")  # inside deep supervision
     inner = plan.config["model"]["init_args"]["loss"]["init_args"]["loss"]
     assert inner["class_path"] == "medfocal.losses.JaccardFocalLoss"
     with pytest.raises(ValueError, match="a classification preset, but the data is segmentation"):
@@ -540,8 +604,8 @@ def test_a_layouts_own_validation_split_sets_the_steps_per_epoch(lesion_dataset)
     spec = layout_spec(layout, lesion_dataset)
     own = replace(fp, num_cases=4, split_sizes={"train": 2, "val": 2, "unsplit": 0})
     pooled = replace(fp, num_cases=4, split_sizes={"train": 0, "val": 0, "unsplit": 4})
-    config_own, reasons_own = segmentation_plan(own, spec, "cpu", 1800.0)
-    config_pooled, reasons_pooled = segmentation_plan(pooled, spec, "cpu", 1800.0)
+    config_own, reasons_own = segmentation_plan(own, spec, "cpu", 600.0)
+    config_pooled, reasons_pooled = segmentation_plan(pooled, spec, "cpu", 600.0)
     assert "(2 steps x" in reasons_own["trainer.max_epochs"]
     assert "(3 steps x" in reasons_pooled["trainer.max_epochs"]
     assert config_own["trainer"]["max_epochs"] > config_pooled["trainer"]["max_epochs"]
