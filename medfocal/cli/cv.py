@@ -5,6 +5,7 @@ Example::
     medfocal cv --config plan.yaml --folds 5 --out cv/          # sequential on this machine
     medfocal cv --config plan.yaml --folds 5 --only 2 -- --trainer.devices=1   # one fold per GPU process
     medfocal infer -c cv/ -i imagesTs -o predictions           # the folds' best checkpoints as an ensemble
+    medfocal evaluate -p cv/oof -g cv/oof_labels --cleanup     # post-processing chosen out of fold
 """
 
 from __future__ import annotations
@@ -57,4 +58,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"medfocal cv: error: {err}", file=sys.stderr)
         return 2
     print(f"cross-validation summary: {summary.get('summary_csv', args['out_dir'])}")
+    from pathlib import Path
+
+    from medfocal.tasks.cv import OOF_DIR, OOF_LABELS_DIR, OOF_ROI_DIR
+
+    out = Path(args["out_dir"])
+    if (out / OOF_LABELS_DIR).is_dir():
+        roi = f" --roi {out / OOF_ROI_DIR}" if (out / OOF_ROI_DIR).is_dir() else ""
+        print(
+            f"out-of-fold predictions: {out / OOF_DIR}; choose post-processing on them with\n"
+            f"  medfocal evaluate -p {out / OOF_DIR} -g {out / OOF_LABELS_DIR}{roi} --cleanup"
+        )
     return 0

@@ -7,6 +7,14 @@ to ``<out_dir>/cv_summary.json`` and ``cv_summary.csv`` (written atomically afte
 interrupted run keeps what finished; a re-run skips folds already summarised whose checkpoint exists).
 The JSON also holds the mean and standard deviation of every metric over the folds.
 
+Segmentation folds also leave their **out-of-fold predictions**: the fold's best checkpoint predicts its
+validation cases (``medfocal infer``'s code, masks in the input geometry) into ``<out_dir>/oof/``, each
+case once over all folds, with its ground truth linked by the same name in ``<out_dir>/oof_labels/`` (and
+its region mask, e.g. DRIVE's field of view, in ``<out_dir>/oof_roi/``). Post-processing is then chosen
+on cases no checkpoint trained on, as nnU-Net does::
+
+    medfocal evaluate -p cv/oof -g cv/oof_labels --cleanup     # [--roi cv/oof_roi]
+
 Example::
 
     summary = run_cv("plan.yaml", folds=5, out_dir="cv")      # then: medfocal infer -c cv/fold_*/best*.ckpt
@@ -18,17 +26,20 @@ import csv
 import io
 import json
 import os
+import shutil
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["run_cv", "summarise_folds"]
+__all__ = ["OOF_DIR", "OOF_LABELS_DIR", "OOF_ROI_DIR", "predict_out_of_fold", "run_cv", "summarise_folds"]
 
 SUMMARY_JSON = "cv_summary.json"
 SUMMARY_CSV = "cv_summary.csv"
+OOF_DIR, OOF_LABELS_DIR, OOF_ROI_DIR = "oof", "oof_labels", "oof_roi"
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -77,8 +88,97 @@ def _done(out_dir: Path) -> dict[int, dict[str, Any]]:
     }
 
 
+def _link(source: Path, target: Path) -> None:
+    """``target`` names ``source``: a symbolic link, else (no permission, another file system) a copy."""
+    if target.is_symlink() or target.exists():
+        target.unlink()
+    try:
+        target.symlink_to(source.resolve())
+    except OSError:
+        tmp = target.with_name(f".{target.name}.tmp")
+        shutil.copy2(source, tmp)
+        os.replace(tmp, target)
+
+
+def _same_reader(source: Path, name: str) -> bool:
+    """Whether ``source`` read under ``name`` gives the same mask: photos are read by their content,
+    NIfTI by its suffix (a ``.nii`` named ``.nii.gz`` would be read as gzip)."""
+    from medfocal.io import NIFTI_SUFFIXES, is_photo
+
+    if is_photo(source):
+        return is_photo(name)
+    return any(source.name.lower().endswith(s) and name.lower().endswith(s) for s in NIFTI_SUFFIXES)
+
+
+def predict_out_of_fold(
+    checkpoint: str | Path, records: Sequence[dict[str, Any]], out_dir: str | Path, fold: int
+) -> dict[str, Any]:
+    """Predict a fold's validation ``records`` (``splits.json`` rows) with its ``checkpoint``.
+
+    The masks go to ``<out_dir>/fold_<k>/oof/`` (infer's own folder: report, resumable) and are linked
+    into ``<out_dir>/oof/``; each case's label into ``oof_labels/`` and its region mask into ``oof_roi/``
+    under the prediction's name, so ``medfocal evaluate`` pairs them. A label that ``evaluate`` could not
+    read under that name (another format than the prediction's) is left out with a warning.
+
+    Returns:
+        ``{"cases": n, "failed": [case ids]}``.
+    """
+    from medfocal.data.transforms import MASK_KEYS
+    from medfocal.inference import Predictor
+    from medfocal.inference.cases import Case
+
+    out = Path(out_dir)
+    work = out / f"fold_{fold}" / OOF_DIR
+    work.mkdir(parents=True, exist_ok=True)
+    table = out / f"fold_{fold}" / "oof_cases.csv"
+    cases = []
+    with table.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["case", "image"])
+        for r in records:
+            images = r["image"] if isinstance(r["image"], list) else [r["image"]]
+            writer.writerow([r["case"], ";".join(str(i) for i in images)])
+            cases.append(Case(str(r["case"]), [Path(i) for i in images]))
+    predictor = Predictor.from_checkpoint(checkpoint)
+    # a re-trained fold's new checkpoint redoes its cases (infer refuses another checkpoint's folder)
+    result = predictor.predict_folder(table, work, overwrite=True, num_workers=0, progress=False)
+    if result.interrupted:
+        raise KeyboardInterrupt
+    for case_id, message in result.failures:
+        warnings.warn(f"fold {fold}, out-of-fold case {case_id}: {message}", stacklevel=2)
+    failed = sorted({str(c) for c, _ in result.failures})
+    for sub in (OOF_DIR, OOF_LABELS_DIR):
+        (out / sub).mkdir(exist_ok=True)
+    for case, record in zip(cases, records):
+        mask = predictor.head.output_paths(case, work, None)[0]
+        if not mask.is_file():
+            continue
+        _link(mask, out / OOF_DIR / mask.name)
+        label = Path(record["label"]) if record.get("label") else None
+        if label is None:
+            continue
+        if not _same_reader(label, mask.name):
+            warnings.warn(
+                f"{label}: not linked into {out / OOF_LABELS_DIR} (evaluate pairs it with {mask.name}, "
+                "which it reads as another format); convert the label to the prediction's format",
+                stacklevel=2,
+            )
+            continue
+        _link(label, out / OOF_LABELS_DIR / mask.name)
+        for key in MASK_KEYS:
+            if record.get(key) and _same_reader(Path(record[key]), mask.name):
+                (out / OOF_ROI_DIR).mkdir(exist_ok=True)
+                _link(Path(record[key]), out / OOF_ROI_DIR / mask.name)
+    return {"cases": len(cases), "failed": failed}
+
+
 def _run_fold(
-    config: str | Path, fold: int, folds: int, fold_dir: Path, extra: Sequence[str]
+    config: str | Path,
+    fold: int,
+    folds: int,
+    fold_dir: Path,
+    extra: Sequence[str],
+    oof: bool = True,
 ) -> dict[str, Any]:
     from medfocal.tasks.lightning_cli import MedfocalCLI
 
@@ -99,13 +199,19 @@ def _run_fold(
     results = trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=best or None, verbose=False)
     metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
     score = callback.best_model_score if callback is not None else None
-    return {
+    record = {
         "fold": fold,
         "best_checkpoint": best,
         "monitor": getattr(callback, "monitor", None) or "",
         "best_score": float(score) if score is not None else None,
         "metrics": metrics,
     }
+    from medfocal.tasks.segmentation import SegmentationModule
+
+    if oof and best and isinstance(cli.model, SegmentationModule):
+        val = [r for r in cli.datamodule.splits_record().get("val", []) if r.get("image")]
+        record["out_of_fold"] = predict_out_of_fold(best, val, fold_dir.parent, fold)
+    return record
 
 
 def run_cv(
@@ -115,6 +221,7 @@ def run_cv(
     only: Sequence[int] | None = None,
     extra_args: Sequence[str] = (),
     resume: bool = True,
+    oof: bool = True,
 ) -> dict[str, Any]:
     """Train ``config`` on each fold in turn and write the per-fold validation summary.
 
@@ -125,6 +232,8 @@ def run_cv(
         only: run only these folds (e.g. one per GPU process); default all.
         extra_args: more ``fit`` arguments (``--trainer.max_epochs=50``...).
         resume: skip folds already in the summary whose best checkpoint still exists.
+        oof: (segmentation) predict each fold's validation cases with its best checkpoint into
+            ``<out_dir>/oof/``, labels linked into ``oof_labels/`` and region masks into ``oof_roi/``.
 
     Returns:
         the summary dict (as written to ``cv_summary.json``).
@@ -148,7 +257,7 @@ def run_cv(
     for fold in todo:
         if fold in finished:
             continue
-        results[fold] = _run_fold(config, fold, folds, out / f"fold_{fold}", extra_args)
+        results[fold] = _run_fold(config, fold, folds, out / f"fold_{fold}", extra_args, oof)
         summary = _write_summary(out, [results[k] for k in sorted(results)])
     if not todo or all(k in finished for k in todo):
         summary = _write_summary(out, [results[k] for k in sorted(results)])
