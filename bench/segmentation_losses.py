@@ -10,6 +10,8 @@ inside the plan's deep-supervision wrapper), trained with ``medfocal fit`` for t
 - ``jaccard_focal``: Jaccard + focal, gamma 2;
 - ``unified_focal``: unified focal (Yeung et al.; weight 0.5, delta 0.6, gamma 0.5);
 - ``automated_focal``: automated focal (Weber et al.; gamma adapted during training, voxel-wise only);
+- ``planned_unet`` (not a loss arm): the CPU plan as ``medfocal plan`` writes it today (``--network
+  unet``: MONAI's residual UNet, Dice + CE, the epochs its cost model gives for the same budget);
 - ``baseline_unet_dicece`` (not a loss arm): ``configs/baselines/unet_dicece.yaml`` on the same plan, a
   plain MONAI ``UNet`` + ``DiceCELoss`` with MONAI's tutorial augmentation, the same epochs.
 
@@ -64,6 +66,9 @@ LOSSES = {
 # init_args of the same name when the class changes (an unset gamma of UnifiedFocalLoss became the plan's
 # 0.0, AutomatedFocalLoss got include_background false and predicted vessel everywhere).
 BASELINE = "baseline_unet_dicece"  # not a loss arm: configs/baselines/unet_dicece.yaml on top of the plan
+# not a loss arm: the CPU plan as `medfocal plan` now writes it (MONAI's residual UNet, Dice + CE, its own
+# epochs for the same budget), to compare the new default with the DynUNet recipe and the baseline
+PLANNED_UNET = "planned_unet"
 BASELINE_YAML = HERE.parent / "configs" / "baselines" / "unet_dicece.yaml"
 # Recipe ablations (Dice + CE, one change to the plan each): which part of the planned recipe costs it
 # against the baseline at the same epochs: deep supervision, or nnU-Net's heavier augmentation.
@@ -188,11 +193,11 @@ def fit_minutes(run_dir: Path) -> float:
     return (end - (version / "hparams.yaml").stat().st_mtime) / 60
 
 
-def run_one(name: str, arm: str, seed: int, work: Path, extra: tuple[str, ...] = ()) -> dict[str, Any]:
-    root = work / name
-    run_dir = root / f"{arm}_seed{seed}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log = run_dir / "log.txt"
+def arm_configs(arm: str, root: Path, run_dir: Path) -> list[str]:
+    """The ``--config`` arguments of ``arm``: ``root``'s plan and the arm's overlays (written to
+    ``run_dir``); the planned-UNet arm is ``root/plan_unet.yaml`` as ``plan --network unet`` wrote it."""
+    if arm == PLANNED_UNET:
+        return ["--config", str(root / "plan_unet.yaml")]
     if arm == BASELINE:  # MONAI UNet + DiceCELoss + MONAI-tutorial augmentation on the same plan
         overlays = ["--config", "baselines/unet_dicece"]
     elif arm in ABLATIONS:
@@ -202,7 +207,15 @@ def run_one(name: str, arm: str, seed: int, work: Path, extra: tuple[str, ...] =
     else:
         (run_dir / "loss.yaml").write_text(overlay(arm))
         overlays = ["--config", "loss.yaml"]
-    common = ["--config", str(root / "plan.yaml"), *overlays, f"--seed_everything={seed}",
+    return ["--config", str(root / "plan.yaml"), *overlays]
+
+
+def run_one(name: str, arm: str, seed: int, work: Path, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    root = work / name
+    run_dir = root / f"{arm}_seed{seed}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = run_dir / "log.txt"
+    common = [*arm_configs(arm, root, run_dir), f"--seed_everything={seed}",
               "--trainer.enable_progress_bar=false", *SETS[name]["fit"], *extra]  # fmt: skip
     if not fit_finished(run_dir, log):
         medfocal("fit", *common, cwd=run_dir, log=log)
@@ -222,23 +235,15 @@ def run_one(name: str, arm: str, seed: int, work: Path, extra: tuple[str, ...] =
 def bench(args: argparse.Namespace) -> None:
     work = args.work.resolve()
     for name in args.sets:
-        plan = work / name / "plan.yaml"
-        if not plan.exists():
-            plan.parent.mkdir(parents=True, exist_ok=True)
-            source, budget = str(DATA / SETS[name]["path"]), SETS[name]["budget"]
-            medfocal(
-                "plan",
-                source,
-                "--budget",
-                budget,
-                # the recipe these records were made with (the CPU default became MONAI's UNet after them)
-                "--network",
-                "dynunet",
-                "-o",
-                str(plan),
-                cwd=plan.parent,
-                log=plan.parent / "plan.log",
-            )
+        # plan.yaml: the recipe of the loss arms' records (the DynUNet, the CPU default when they were
+        # made); plan_unet.yaml: today's CPU default, for the planned_unet arm
+        for file, network in (("plan.yaml", "dynunet"), ("plan_unet.yaml", "unet")):
+            plan = work / name / file
+            if not plan.exists():
+                plan.parent.mkdir(parents=True, exist_ok=True)
+                source, budget = str(DATA / SETS[name]["path"]), SETS[name]["budget"]
+                medfocal("plan", source, "--budget", budget, "--network", network, "-o", str(plan),
+                         cwd=plan.parent, log=plan.with_suffix(".log"))  # fmt: skip
     done = done_keys(args.out) if args.resume else set()
     arms = {"drive": args.arms, "brats": args.brats_arms}
     seeds = {"drive": args.seeds, "brats": args.brats_seeds}
@@ -267,7 +272,7 @@ def bench(args: argparse.Namespace) -> None:
 def _table(records: list[dict[str, Any]], name: str, columns: list[tuple[str, str, int]]) -> list[str]:
     head = "| loss | seeds | epochs | fit min | " + " | ".join(c[0] for c in columns) + " |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for arm in [*LOSSES, *ABLATIONS, BASELINE]:
+    for arm in [*LOSSES, *ABLATIONS, PLANNED_UNET, BASELINE]:
         rs = [r for r in records if r["set"] == name and r["arm"] == arm]
         if rs:
             cells = [mean_std([r.get(key, float("nan")) for r in rs], d) for _, key, d in columns]
@@ -317,14 +322,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
     parser.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
     parser.add_argument(
-        "--arms", nargs="+", default=list(LOSSES), choices=[*LOSSES, *ABLATIONS, BASELINE], help="DRIVE arms"
+        "--arms",
+        nargs="+",
+        default=list(LOSSES),
+        choices=[*LOSSES, *ABLATIONS, PLANNED_UNET, BASELINE],
+        help="DRIVE arms",
     )
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2], help="DRIVE seeds")
     parser.add_argument(
         "--brats-arms",
         nargs="+",
         default=["dice_ce", "dice_focal", BASELINE],
-        choices=[*LOSSES, *ABLATIONS, BASELINE],
+        choices=[*LOSSES, *ABLATIONS, PLANNED_UNET, BASELINE],
     )
     parser.add_argument("--brats-seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--extra", action="append", default=[], help="one more fit option (smoke runs)")

@@ -67,3 +67,19 @@ def test_each_ablation_changes_its_one_part(arm, lesion_dataset, tmp_path, monke
         assert augmentation != dice_ce["data"]["init_args"]["augmentation"]
         merged["data"]["init_args"]["augmentation"] = dice_ce["data"]["init_args"]["augmentation"]
     assert merged == dice_ce
+
+
+def test_planned_unet_arm_is_the_cpu_plan_as_written(lesion_dataset, tmp_path):
+    """The planned_unet arm trains ``plan_unet.yaml`` alone (no overlay): the CPU default plan; the loss
+    arms train ``plan.yaml`` (the DynUNet recipe of their records) with their overlay."""
+    root = tmp_path / "brats"
+    run_dir = root / "run"
+    run_dir.mkdir(parents=True)
+    args = segmentation_losses.arm_configs(segmentation_losses.PLANNED_UNET, root, run_dir)
+    assert args == ["--config", str(root / "plan_unet.yaml")] and not list(run_dir.iterdir())
+    args = segmentation_losses.arm_configs("dice_ce", root, run_dir)
+    assert args == ["--config", str(root / "plan.yaml"), "--config", "loss.yaml"]
+    assert (run_dir / "loss.yaml").read_text() == segmentation_losses.overlay("dice_ce")
+    default = plan_dataset(lesion_dataset, out=tmp_path / "default.yaml", show=False)
+    unet = plan_dataset(lesion_dataset, out=tmp_path / "unet.yaml", show=False, network="unet")
+    assert yaml.safe_load(default.read_text()) == yaml.safe_load(unet.read_text())
