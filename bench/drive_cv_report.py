@@ -1,10 +1,11 @@
 """Issue 21 evidence: the DRIVE folds trained from `medfocal plan`, validation Dice against training minutes.
 
 Reads run folders made by ``medfocal fit`` (each with ``runs/plan/lightning_logs/version_*/metrics.csv``
-and a ``log.txt``), named ``f<k>`` (the planned config, fold k) and ``base<k>`` (the same plan with
-``--config baselines/unet_dicece``), prints a markdown table (best and last validation Dice and
-sensitivity per fold, wall minutes) and draws the curve of validation Dice against wall-clock training
-minutes (epoch x minutes per epoch of that run, since the runs had different loads).
+and a ``log.txt``), named ``u<k>`` (the planned config, fold k, as ``plan`` writes it today: MONAI's
+residual UNet on a CPU budget), ``f<k>`` (the earlier planned config, ``plan --network dynunet``) and
+``base<k>`` (that plan with ``--config baselines/unet_dicece``), prints a markdown table (best and last
+validation Dice and sensitivity per fold, wall minutes) and draws the curve of validation Dice against
+wall-clock training minutes (epoch x minutes per epoch of that run, since the runs had different loads).
 
     python bench/drive_cv_report.py /tmp/drive --png bench/results/drive_cv_curve.png
     python bench/drive_cv_report.py /tmp/drive --score     # + infer and evaluate --roi on each fold
@@ -29,6 +30,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from plan_runs import medfocal
 
+# run-folder prefix -> arm, in table order
+ARMS = {"u": "planned UNet", "f": "planned DynUNet", "base": "baseline"}
+
+
+def arm_of(name: str) -> str:
+    """The arm of a run folder: its name's letters (``u2`` -> ``planned UNet``)."""
+    return ARMS[re.sub(r"\d", "", name)]
+
 
 def read_run(folder: Path) -> dict | None:
     metrics = sorted(folder.glob("runs/plan/lightning_logs/version_*/metrics.csv"))
@@ -48,7 +57,7 @@ def read_run(folder: Path) -> dict | None:
     return {
         "name": folder.name,
         "fold": int(re.sub(r"\D", "", folder.name)),
-        "arm": "baseline" if folder.name.startswith("base") else "planned",
+        "arm": arm_of(folder.name),
         "epochs": np.asarray(epochs),
         "minutes": np.asarray(epochs) * minutes / total,
         "dice": np.asarray([float(r["val/dice"]) for r in rows]),
@@ -63,7 +72,7 @@ def table(runs: list[dict]) -> str:
         "| arm | fold | epochs | wall min | best val Dice (epoch) | sensitivity there | last val Dice |",
         "|---|---|---|---|---|---|---|",
     ]
-    for arm in ("planned", "baseline"):
+    for arm in ARMS.values():
         mine = sorted((r for r in runs if r["arm"] == arm), key=lambda r: r["fold"])
         for r in mine:
             i = int(np.argmax(r["dice"]))
@@ -147,7 +156,8 @@ def score_table(runs: list[dict], root: Path) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     by: dict[tuple[str, bool], list[dict[str, float]]] = {}
-    for r in sorted(runs, key=lambda r: (r["arm"], r["fold"])):
+    order = list(ARMS.values())
+    for r in sorted(runs, key=lambda r: (order.index(r["arm"]), r["fold"])):
         if not r["finished"]:
             continue
         for tta in (False, True):
@@ -172,7 +182,9 @@ def score_table(runs: list[dict], root: Path) -> str:
     return "\n".join(lines)
 
 
-def curve(runs: list[dict], png: Path, baseline_cost: float | None = None) -> None:
+def curve(
+    runs: list[dict], png: Path, baseline_cost: float | None = None, unet_cost: float | None = None
+) -> None:
     """Validation Dice against training time: wall minutes, or with ``baseline_cost`` (the planned
     network's cost per epoch over the baseline's, measured side by side under the same load) the compute
     spent as a share of one planned run, which the machine's load does not change."""
@@ -182,13 +194,15 @@ def curve(runs: list[dict], png: Path, baseline_cost: float | None = None) -> No
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    planned_epochs = max((r["epochs"][-1] for r in runs if r["arm"] == "planned"), default=1)
+    planned_epochs = max((r["epochs"][-1] for r in runs if r["arm"] == ARMS["f"]), default=1)
+    styles = dict(zip(ARMS.values(), ("-", ":", "--")))
     for r in sorted(runs, key=lambda r: (r["arm"], r["fold"])):
-        style = "-" if r["arm"] == "planned" else "--"
+        style = styles[r["arm"]]
         colour = f"C{r['fold']}"
         x = r["minutes"]
         if baseline_cost:
-            x = r["epochs"] / planned_epochs / (1.0 if r["arm"] == "planned" else baseline_cost)
+            cost = {ARMS["f"]: 1.0, ARMS["base"]: baseline_cost, ARMS["u"]: unet_cost or float("nan")}
+            x = r["epochs"] / planned_epochs / cost[r["arm"]]
         ax.plot(
             x,
             r["dice"],
@@ -201,12 +215,14 @@ def curve(runs: list[dict], png: Path, baseline_cost: float | None = None) -> No
     ax.axhline(0.82, color="k", lw=0.8, ls=":", label="goal 0.82")
     ax.axhline(0.8142, color="grey", lw=0.8, ls="-.", label="published U-Net F1 0.814")
     if baseline_cost:
-        share = f"({planned_epochs} epochs; baseline epochs / {baseline_cost:g})"
+        share = f"({planned_epochs} DynUNet epochs; baseline epochs / {baseline_cost:g}" + (
+            f", UNet epochs / {unet_cost:g})" if unet_cost else ")"
+        )
         ax.set_xlabel(f"training compute, share of one planned run {share}")
     else:
         ax.set_xlabel("wall-clock training minutes (shared 2-core CPU, 1 thread per run, loaded)")
     ax.set_ylabel("validation Dice (vessel, during fit)")
-    ax.set_title("DRIVE, 4-fold CV: medfocal plan vs MONAI UNet + DiceCE")
+    ax.set_title("DRIVE, 4-fold CV: medfocal plan (UNet, DynUNet) vs MONAI UNet + DiceCE baseline")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2, loc="lower right")
     fig.tight_layout()
@@ -226,6 +242,12 @@ def main() -> None:
         default=None,
         help="planned cost per epoch / baseline's (side by side): the curve's x-axis becomes compute",
     )
+    parser.add_argument(
+        "--unet-cost",
+        type=float,
+        default=None,
+        help="planned DynUNet's cost per epoch / the planned UNet's (side by side), with --baseline-cost",
+    )
     args = parser.parse_args()
     runs = [r for d in sorted(args.root.iterdir()) if d.is_dir() and (r := read_run(d))]
     print(table(runs))
@@ -236,7 +258,7 @@ def main() -> None:
     if unfinished:
         print(f"\nnot finished: {', '.join(unfinished)}")
     if args.png:
-        curve(runs, args.png, args.baseline_cost)
+        curve(runs, args.png, args.baseline_cost, args.unet_cost)
         print(f"\ncurve: {args.png}")
 
 
