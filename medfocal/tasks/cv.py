@@ -111,19 +111,23 @@ def _same_reader(source: Path, name: str) -> bool:
 
 
 def predict_out_of_fold(
-    checkpoint: str | Path, records: Sequence[dict[str, Any]], out_dir: str | Path, fold: int
+    checkpoint: str | Path,
+    records: Sequence[dict[str, Any]],
+    out_dir: str | Path,
+    fold: int,
+    roi_key: str | None = None,
 ) -> dict[str, Any]:
     """Predict a fold's validation ``records`` (``splits.json`` rows) with its ``checkpoint``.
 
     The masks go to ``<out_dir>/fold_<k>/oof/`` (infer's own folder: report, resumable) and are linked
-    into ``<out_dir>/oof/``; each case's label into ``oof_labels/`` and its region mask into ``oof_roi/``
-    under the prediction's name, so ``medfocal evaluate`` pairs them. A label that ``evaluate`` could not
-    read under that name (another format than the prediction's) is left out with a warning.
+    into ``<out_dir>/oof/``; each case's label into ``oof_labels/`` and its ``roi_key`` region mask (the
+    model's ``metric_mask_key``, e.g. DRIVE's ``fov``) into ``oof_roi/`` under the prediction's name, so
+    ``medfocal evaluate`` pairs them. A label that ``evaluate`` could not read under that name (another
+    format than the prediction's) is left out with a warning.
 
     Returns:
         ``{"cases": n, "failed": [case ids]}``.
     """
-    from medfocal.data.transforms import MASK_KEYS
     from medfocal.inference import Predictor
     from medfocal.inference.cases import Case
 
@@ -165,10 +169,9 @@ def predict_out_of_fold(
             )
             continue
         _link(label, out / OOF_LABELS_DIR / mask.name)
-        for key in MASK_KEYS:
-            if record.get(key) and _same_reader(Path(record[key]), mask.name):
-                (out / OOF_ROI_DIR).mkdir(exist_ok=True)
-                _link(Path(record[key]), out / OOF_ROI_DIR / mask.name)
+        if roi_key and record.get(roi_key) and _same_reader(Path(record[roi_key]), mask.name):
+            (out / OOF_ROI_DIR).mkdir(exist_ok=True)
+            _link(Path(record[roi_key]), out / OOF_ROI_DIR / mask.name)
     return {"cases": len(cases), "failed": failed}
 
 
@@ -208,9 +211,11 @@ def _run_fold(
     }
     from medfocal.tasks.segmentation import SegmentationModule
 
-    if oof and best and isinstance(cli.model, SegmentationModule):
+    # rank 0 only under DDP (one writer per file)
+    if oof and best and isinstance(cli.model, SegmentationModule) and trainer.is_global_zero:
         val = [r for r in cli.datamodule.splits_record().get("val", []) if r.get("image")]
-        record["out_of_fold"] = predict_out_of_fold(best, val, fold_dir.parent, fold)
+        roi_key = getattr(cli.model, "metric_mask_key", None)
+        record["out_of_fold"] = predict_out_of_fold(best, val, fold_dir.parent, fold, roi_key)
     return record
 
 
