@@ -12,6 +12,8 @@ inside the plan's deep-supervision wrapper), trained with ``medfocal fit`` for t
 - ``automated_focal``: automated focal (Weber et al.; gamma adapted during training, voxel-wise only);
 - ``planned_unet`` (not a loss arm): the CPU plan as ``medfocal plan`` writes it today (``--network
   unet``: MONAI's residual UNet, Dice + CE, the epochs its cost model gives for the same budget);
+- ``baseline_on_planned_unet`` (not a loss arm): ``configs/baselines/unet_dicece.yaml`` on that plan (its
+  epochs; on BraTS the same network, so the same training time: only the loss and augmentation differ);
 - ``baseline_unet_dicece`` (not a loss arm): ``configs/baselines/unet_dicece.yaml`` on the same plan, a
   plain MONAI ``UNet`` + ``DiceCELoss`` with MONAI's tutorial augmentation, the same epochs.
 
@@ -69,6 +71,8 @@ BASELINE = "baseline_unet_dicece"  # not a loss arm: configs/baselines/unet_dice
 # not a loss arm: the CPU plan as `medfocal plan` now writes it (MONAI's residual UNet, Dice + CE, its own
 # epochs for the same budget), to compare the new default with the DynUNet recipe and the baseline
 PLANNED_UNET = "planned_unet"
+# not a loss arm: the baseline on that plan (same network on BraTS, same epochs: the same training time)
+BASELINE_ON_UNET_PLAN = "baseline_on_planned_unet"
 BASELINE_YAML = HERE.parent / "configs" / "baselines" / "unet_dicece.yaml"
 # Recipe ablations (Dice + CE, one change to the plan each): which part of the planned recipe costs it
 # against the baseline at the same epochs: deep supervision, or nnU-Net's heavier augmentation.
@@ -198,6 +202,8 @@ def arm_configs(arm: str, root: Path, run_dir: Path) -> list[str]:
     ``run_dir``); the planned-UNet arm is ``root/plan_unet.yaml`` as ``plan --network unet`` wrote it."""
     if arm == PLANNED_UNET:
         return ["--config", str(root / "plan_unet.yaml")]
+    if arm == BASELINE_ON_UNET_PLAN:
+        return ["--config", str(root / "plan_unet.yaml"), "--config", "baselines/unet_dicece"]
     if arm == BASELINE:  # MONAI UNet + DiceCELoss + MONAI-tutorial augmentation on the same plan
         overlays = ["--config", "baselines/unet_dicece"]
     elif arm in ABLATIONS:
@@ -272,7 +278,7 @@ def bench(args: argparse.Namespace) -> None:
 def _table(records: list[dict[str, Any]], name: str, columns: list[tuple[str, str, int]]) -> list[str]:
     head = "| loss | seeds | epochs | fit min | " + " | ".join(c[0] for c in columns) + " |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for arm in [*LOSSES, *ABLATIONS, PLANNED_UNET, BASELINE]:
+    for arm in [*LOSSES, *ABLATIONS, PLANNED_UNET, BASELINE_ON_UNET_PLAN, BASELINE]:
         rs = [r for r in records if r["set"] == name and r["arm"] == arm]
         if rs:
             cells = [mean_std([r.get(key, float("nan")) for r in rs], d) for _, key, d in columns]
@@ -325,7 +331,7 @@ def main() -> None:
         "--arms",
         nargs="+",
         default=list(LOSSES),
-        choices=[*LOSSES, *ABLATIONS, PLANNED_UNET, BASELINE],
+        choices=[*LOSSES, *ABLATIONS, PLANNED_UNET, BASELINE_ON_UNET_PLAN, BASELINE],
         help="DRIVE arms",
     )
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2], help="DRIVE seeds")
@@ -333,7 +339,7 @@ def main() -> None:
         "--brats-arms",
         nargs="+",
         default=["dice_ce", "dice_focal", BASELINE],
-        choices=[*LOSSES, *ABLATIONS, PLANNED_UNET, BASELINE],
+        choices=[*LOSSES, *ABLATIONS, PLANNED_UNET, BASELINE_ON_UNET_PLAN, BASELINE],
     )
     parser.add_argument("--brats-seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--extra", action="append", default=[], help="one more fit option (smoke runs)")

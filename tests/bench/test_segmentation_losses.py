@@ -77,6 +77,8 @@ def test_planned_unet_arm_is_the_cpu_plan_as_written(lesion_dataset, tmp_path):
     run_dir.mkdir(parents=True)
     args = segmentation_losses.arm_configs(segmentation_losses.PLANNED_UNET, root, run_dir)
     assert args == ["--config", str(root / "plan_unet.yaml")] and not list(run_dir.iterdir())
+    args = segmentation_losses.arm_configs(segmentation_losses.BASELINE_ON_UNET_PLAN, root, run_dir)
+    assert args == ["--config", str(root / "plan_unet.yaml"), "--config", "baselines/unet_dicece"]
     args = segmentation_losses.arm_configs("dice_ce", root, run_dir)
     assert args == ["--config", str(root / "plan.yaml"), "--config", "loss.yaml"]
     assert (run_dir / "loss.yaml").read_text() == segmentation_losses.overlay("dice_ce")

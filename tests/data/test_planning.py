@@ -396,6 +396,8 @@ def test_baseline_config_replaces_network_loss_and_augmentation(
     assert (net["channels"], net["strides"]) == ([16, 32, 64, 128], [2, 2, 2])
     assert model["loss"]["class_path"] == "monai.losses.DiceCELoss"
     assert model["loss"]["init_args"]["to_onehot_y"] and model["loss"]["init_args"]["softmax"]
+    # MONAI's default, not the plan's DiceFocalLoss include_background: false carried over by LightningCLI
+    assert model["loss"]["init_args"]["include_background"] is True
     aug = data["augmentation"]
     assert (aug["flip_prob"], aug["intensity_prob"], aug["intensity_factor"]) == (0.5, 1.0, 0.1)
     assert aug["affine_prob"] == aug["rot90_prob"] == aug["contrast_prob"] == aug["lowres_prob"] == 0.0
