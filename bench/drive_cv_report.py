@@ -149,6 +149,66 @@ def score_run(folder: Path, tta: bool) -> dict[str, float]:
     return out
 
 
+def _fold_pixels(folder: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(vessel probability, label) inside the field of view, per validation image of a scored run
+    (``score_tta``: infer with mirroring TTA)."""
+    from PIL import Image
+
+    work = folder / "score_tta"
+    out = []
+    for link in sorted((work / "gt").iterdir()):
+        fov = np.asarray(Image.open(work / "roi" / link.name)) > 0
+        gt = np.asarray(Image.open(link)) > 0
+        prob = np.load(work / "pred" / f"{link.stem}_probabilities.npz")["probabilities"][1]
+        prob = prob.astype(np.float32)
+        if prob.shape != gt.shape:
+            prob = prob.T  # (W, H) grid of the PIL reader
+        out.append((prob[fov], gt[fov]))
+    return out
+
+
+THRESHOLDS = np.round(np.arange(0.30, 0.81, 0.05), 2)
+
+
+def threshold_table(runs: list[dict], root: Path) -> str:
+    """Leave-one-fold-out operating point: for fold k the probability threshold that maximises the pooled
+    Dice of the *other* folds' validation images (their own checkpoints' out-of-fold predictions), then
+    fold k scored at it; nothing is chosen on the images it scores."""
+    lines = [
+        "| arm | thresholds chosen (fold 0-3) | Dice in FOV at 0.5 | at the out-of-fold threshold |",
+        "|---|---|---|---|",
+    ]
+    for arm in ARMS.values():
+        mine = sorted((r for r in runs if r["arm"] == arm and r["finished"]), key=lambda r: r["fold"])
+        if len(mine) < 3:
+            continue
+        pixels = {r["fold"]: _fold_pixels(root / r["name"]) for r in mine}
+
+        def counts(images: list[tuple[np.ndarray, np.ndarray]], t: float) -> tuple[float, float, float]:
+            tp = sum(float(np.sum((p >= t) & g)) for p, g in images)
+            return tp, sum(float(np.sum(p >= t)) for p, _ in images), sum(float(g.sum()) for _, g in images)
+
+        def image_dice(images: list[tuple[np.ndarray, np.ndarray]], t: float) -> float:
+            return float(
+                np.mean([2 * np.sum((p >= t) & g) / max(np.sum(p >= t) + g.sum(), 1) for p, g in images])
+            )
+
+        chosen, at_half, at_chosen = [], [], []
+        for k, images in pixels.items():
+            others = [im for j, ims in pixels.items() if j != k for im in ims]
+            pooled = [(lambda c: 2 * c[0] / (c[1] + c[2]))(counts(others, t)) for t in THRESHOLDS]
+            t = float(THRESHOLDS[int(np.argmax(pooled))])
+            chosen.append(t)
+            at_half.append(image_dice(images, 0.5))
+            at_chosen.append(image_dice(images, t))
+        a, b = np.asarray(at_half), np.asarray(at_chosen)
+        lines.append(
+            f"| {arm} | {' / '.join(f'{t:.2f}' for t in chosen)} | {a.mean():.3f} ± {a.std(ddof=1):.3f} | "
+            f"**{b.mean():.3f} ± {b.std(ddof=1):.3f}** |"
+        )
+    return "\n".join(lines)
+
+
 def score_table(runs: list[dict], root: Path) -> str:
     lines = [
         "| arm | fold | TTA | Dice in FOV (mean of images) | pooled | sensitivity | AUROC in FOV | "
@@ -254,6 +314,8 @@ def main() -> None:
     if args.score:
         print()
         print(score_table(runs, args.root))
+        print()
+        print(threshold_table(runs, args.root))
     unfinished = [r["name"] for r in runs if not r["finished"]]
     if unfinished:
         print(f"\nnot finished: {', '.join(unfinished)}")
