@@ -253,9 +253,10 @@ def curve(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = plt.subplots(figsize=(8, 4.8))
     planned_epochs = max((r["epochs"][-1] for r in runs if r["arm"] == ARMS["f"]), default=1)
     styles = dict(zip(ARMS.values(), ("-", ":", "--")))
+    markers = dict(zip(ARMS.values(), ("o", "s", "^")))
     for r in sorted(runs, key=lambda r: (r["arm"], r["fold"])):
         style = styles[r["arm"]]
         colour = f"C{r['fold']}"
@@ -267,7 +268,7 @@ def curve(
             x,
             r["dice"],
             style,
-            marker="o",
+            marker=markers[r["arm"]],
             ms=3,
             color=colour,
             label=f"{r['arm']} fold {r['fold']}",
@@ -278,11 +279,11 @@ def curve(
         share = f"({planned_epochs} DynUNet epochs; baseline epochs / {baseline_cost:g}" + (
             f", UNet epochs / {unet_cost:g})" if unet_cost else ")"
         )
-        ax.set_xlabel(f"training compute, share of one planned run {share}")
+        ax.set_xlabel(f"training compute, share of one planned DynUNet run\n{share}")
     else:
         ax.set_xlabel("wall-clock training minutes (shared 2-core CPU, 1 thread per run, loaded)")
     ax.set_ylabel("validation Dice (vessel, during fit)")
-    ax.set_title("DRIVE, 4-fold CV: medfocal plan (UNet, DynUNet) vs MONAI UNet + DiceCE baseline")
+    ax.set_title("DRIVE, 4-fold CV: medfocal plan (UNet / DynUNet) vs MONAI UNet + DiceCE")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2, loc="lower right")
     fig.tight_layout()
