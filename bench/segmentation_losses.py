@@ -42,7 +42,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from plan_runs import append_record, done_keys, mean_std, medfocal  # noqa: E402
+from plan_runs import append_record, mean_std, medfocal  # noqa: E402
 
 DATA = Path(os.environ.get("MEDFOCAL_DATA", HERE.parent.parent / "shared" / "data"))
 FOLD0 = ["--data.init_args.fold=0", "--data.init_args.num_folds=4"]
@@ -86,14 +86,25 @@ SIZE_BINS = ["100", "1000"]  # mm³: < 0.1 ml, 0.1-1 ml, >= 1 ml
 BRATS_EVALUATE = ["--labels", "1", "2", "3", "4", "--regions", *BRATS_REGIONS, "--size-bins", *SIZE_BINS]
 
 
-def overlay(arm: str) -> str:
-    """The loss of ``arm`` inside the plan's deep-supervision wrapper, as a YAML overlay."""
+def overlay(arm: str, wrapped: bool = True) -> str:
+    """The loss of ``arm`` as a YAML overlay: inside the plan's deep-supervision wrapper (the DynUNet
+    recipe), or alone (``wrapped=False``: the UNet recipe, no deep supervision)."""
     class_path, init_args = LOSSES[arm]
     inner = json.dumps({"class_path": class_path, "init_args": init_args})
-    return (
-        f"# {arm}: only the loss differs from the plan\nmodel:\n  init_args:\n    loss:\n"
-        f"      class_path: medfocal.nets.DeepSupervisionLoss\n      init_args:\n        loss: {inner}\n"
+    head = f"# {arm}: only the loss differs from the plan\nmodel:\n  init_args:\n"
+    if not wrapped:
+        return head + f"    loss: {inner}\n"
+    return head + (
+        f"    loss:\n      class_path: medfocal.nets.DeepSupervisionLoss\n      init_args:\n"
+        f"        loss: {inner}\n"
     )
+
+
+def recipe_of(record: dict[str, Any]) -> str:
+    """``"unet"`` (the UNet plan: its own arms and loss arms run with ``--recipe unet``) or ``"dynunet"``."""
+    if record.get("recipe"):
+        return record["recipe"]
+    return "unet" if record["arm"] in (PLANNED_UNET, BASELINE_ON_UNET_PLAN) else "dynunet"
 
 
 def ablation_overlay(arm: str) -> str:
@@ -197,9 +208,15 @@ def fit_minutes(run_dir: Path) -> float:
     return (end - (version / "hparams.yaml").stat().st_mtime) / 60
 
 
-def arm_configs(arm: str, root: Path, run_dir: Path) -> list[str]:
+def arm_configs(arm: str, root: Path, run_dir: Path, recipe: str = "dynunet") -> list[str]:
     """The ``--config`` arguments of ``arm``: ``root``'s plan and the arm's overlays (written to
-    ``run_dir``); the planned-UNet arm is ``root/plan_unet.yaml`` as ``plan --network unet`` wrote it."""
+    ``run_dir``); the planned-UNet arm is ``root/plan_unet.yaml`` as ``plan --network unet`` wrote it,
+    and with ``recipe="unet"`` a loss arm is that plan with its loss alone swapped."""
+    if recipe == "unet" and arm in LOSSES:
+        (run_dir / "loss.yaml").write_text(overlay(arm, wrapped=False))
+        return ["--config", str(root / "plan_unet.yaml"), "--config", "loss.yaml"]
+    if recipe == "unet" and arm not in (PLANNED_UNET, BASELINE_ON_UNET_PLAN):
+        raise ValueError(f"{arm}: not an arm of the UNet recipe")
     if arm == PLANNED_UNET:
         return ["--config", str(root / "plan_unet.yaml")]
     if arm == BASELINE_ON_UNET_PLAN:
@@ -216,12 +233,15 @@ def arm_configs(arm: str, root: Path, run_dir: Path) -> list[str]:
     return ["--config", str(root / "plan.yaml"), *overlays]
 
 
-def run_one(name: str, arm: str, seed: int, work: Path, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+def run_one(
+    name: str, arm: str, seed: int, work: Path, extra: tuple[str, ...] = (), recipe: str = "dynunet"
+) -> dict[str, Any]:
     root = work / name
-    run_dir = root / f"{arm}_seed{seed}"
+    loss_arm_of_unet = recipe == "unet" and arm in LOSSES
+    run_dir = root / (f"{arm}_seed{seed}" + ("_unet" if loss_arm_of_unet else ""))
     run_dir.mkdir(parents=True, exist_ok=True)
     log = run_dir / "log.txt"
-    common = [*arm_configs(arm, root, run_dir), f"--seed_everything={seed}",
+    common = [*arm_configs(arm, root, run_dir, recipe), f"--seed_everything={seed}",
               "--trainer.enable_progress_bar=false", *SETS[name]["fit"], *extra]  # fmt: skip
     if not fit_finished(run_dir, log):
         medfocal("fit", *common, cwd=run_dir, log=log)
@@ -231,6 +251,7 @@ def run_one(name: str, arm: str, seed: int, work: Path, extra: tuple[str, ...] =
         raise RuntimeError(f"{run_dir}: expected one best*.ckpt, found {[str(b) for b in best]}")
     val, epochs = val_row_at_best(run_dir, best[0])
     record: dict[str, Any] = {"set": name, "arm": arm, "seed": seed, "epochs": epochs,
+                              **({"recipe": "unet"} if loss_arm_of_unet else {}),
                               "best_epoch": int(best[0].stem.split("epoch")[-1]) + 1,
                               "fit_min": round(fit_min, 2), **val}  # fmt: skip
     if name == "brats":
@@ -250,7 +271,14 @@ def bench(args: argparse.Namespace) -> None:
                 source, budget = str(DATA / SETS[name]["path"]), SETS[name]["budget"]
                 medfocal("plan", source, "--budget", budget, "--network", network, "-o", str(plan),
                          cwd=plan.parent, log=plan.with_suffix(".log"))  # fmt: skip
-    done = done_keys(args.out) if args.resume else set()
+    done = (
+        {
+            (r["set"], r["arm"], r["seed"], recipe_of(r))
+            for r in map(json.loads, args.out.read_text().splitlines())
+        }
+        if args.resume and args.out.exists()
+        else set()
+    )
     arms = {"drive": args.arms, "brats": args.brats_arms}
     seeds = {"drive": args.seeds, "brats": args.brats_seeds}
     jobs = [
@@ -258,13 +286,20 @@ def bench(args: argparse.Namespace) -> None:
         for s in sorted(set(args.seeds) | set(args.brats_seeds))
         for n in args.sets
         for a in arms[n]
-        if s in seeds[n] and (n, a, s) not in done
+        if s in seeds[n]
+        and (
+            n,
+            a,
+            s,
+            "unet" if args.recipe == "unet" or a in (PLANNED_UNET, BASELINE_ON_UNET_PLAN) else "dynunet",
+        )
+        not in done
     ]
     print(f"{len(jobs)} runs to do, {args.jobs} at a time; records -> {args.out}", flush=True)
 
     def one(job: tuple[str, str, int]) -> None:
         try:
-            record = run_one(*job, work=work, extra=tuple(args.extra))
+            record = run_one(*job, work=work, extra=tuple(args.extra), recipe=args.recipe)
         except Exception as exc:  # one failed run is reported, the others go on
             print(f"FAILED {job}: {exc}", flush=True)
             return
@@ -275,11 +310,15 @@ def bench(args: argparse.Namespace) -> None:
         list(pool.map(one, jobs))
 
 
-def _table(records: list[dict[str, Any]], name: str, columns: list[tuple[str, str, int]]) -> list[str]:
+def _table(
+    records: list[dict[str, Any]], name: str, columns: list[tuple[str, str, int]], recipe: str = "dynunet"
+) -> list[str]:
+    """One row per arm of ``recipe`` on ``name`` (mean ± std over seeds); in the UNet recipe the
+    planned_unet arm is its Dice + CE row."""
     head = "| loss | seeds | epochs | fit min | " + " | ".join(c[0] for c in columns) + " |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for arm in [*LOSSES, *ABLATIONS, PLANNED_UNET, BASELINE_ON_UNET_PLAN, BASELINE]:
-        rs = [r for r in records if r["set"] == name and r["arm"] == arm]
+    for arm in [PLANNED_UNET, *LOSSES, *ABLATIONS, BASELINE_ON_UNET_PLAN, BASELINE]:
+        rs = [r for r in records if r["set"] == name and r["arm"] == arm and recipe_of(r) == recipe]
         if rs:
             cells = [mean_std([r.get(key, float("nan")) for r in rs], d) for _, key, d in columns]
             seeds = ",".join(str(r["seed"]) for r in sorted(rs, key=lambda r: r["seed"]))
@@ -320,6 +359,17 @@ def report(out: Path) -> str:
     text += _table(records, "brats", cleaned)
     text += ["", "Lesion-wise (BraTS validation cases; a lesion is a connected component of the region):", ""]
     text += _table(records, "brats", lesions)
+    if any(recipe_of(r) == "unet" and r["set"] == "brats" for r in records):
+        text += [
+            "",
+            "### BraTS 2013 inside the UNet plan (`plan` now, 30-minute CPU budget: MONAI's UNet)",
+            "",
+        ]
+        text += _table(records, "brats", brats, "unet")
+        text += ["", "After `infer --keep-largest` (chosen and scored on the same 2 cases: optimistic):", ""]
+        text += _table(records, "brats", cleaned, "unet")
+        text += ["", "Lesion-wise:", ""]
+        text += _table(records, "brats", lesions, "unet")
     return "\n".join(text) + "\n"
 
 
@@ -342,6 +392,12 @@ def main() -> None:
         choices=[*LOSSES, *ABLATIONS, PLANNED_UNET, BASELINE_ON_UNET_PLAN, BASELINE],
     )
     parser.add_argument("--brats-seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument(
+        "--recipe",
+        choices=["dynunet", "unet"],
+        default="dynunet",
+        help="loss arms inside plan.yaml (the DynUNet recipe of the first records) or plan_unet.yaml",
+    )
     parser.add_argument("--extra", action="append", default=[], help="one more fit option (smoke runs)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--work", type=Path, default=Path("/tmp/seglosses"))

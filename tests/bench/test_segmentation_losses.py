@@ -85,3 +85,28 @@ def test_planned_unet_arm_is_the_cpu_plan_as_written(lesion_dataset, tmp_path):
     default = plan_dataset(lesion_dataset, out=tmp_path / "default.yaml", show=False)
     unet = plan_dataset(lesion_dataset, out=tmp_path / "unet.yaml", show=False, network="unet")
     assert yaml.safe_load(default.read_text()) == yaml.safe_load(unet.read_text())
+
+
+@pytest.mark.parametrize("arm", ["dice_focal", "automated_focal"])
+def test_unet_recipe_swaps_the_loss_alone(arm, lesion_dataset, tmp_path, monkeypatch, capsys):
+    """``--recipe unet``: a loss arm is the UNet plan (no deep supervision) with only its loss replaced."""
+    monkeypatch.chdir(tmp_path)
+    plan_dataset(lesion_dataset, out=tmp_path / "plan_unet.yaml", show=False, network="unet")
+    args = segmentation_losses.arm_configs(arm, tmp_path, tmp_path, recipe="unet")
+    assert args == ["--config", str(tmp_path / "plan_unet.yaml"), "--config", "loss.yaml"]
+    assert main(["fit", "--config", "plan_unet.yaml", "--print_config"]) == 0
+    planned = yaml.safe_load(capsys.readouterr().out)
+    assert main(["fit", *args, "--print_config"]) == 0
+    merged = yaml.safe_load(capsys.readouterr().out)
+    loss = merged["model"]["init_args"].pop("loss")
+    class_path, init_args = segmentation_losses.LOSSES[arm]
+    assert loss["class_path"] == class_path
+    assert all(loss["init_args"][k] == v for k, v in init_args.items())
+    planned["model"]["init_args"].pop("loss")
+    assert merged == planned and merged["model"]["init_args"]["model"]["class_path"] == "medfocal.nets.UNet"
+    with pytest.raises(ValueError, match="not an arm of the UNet recipe"):
+        segmentation_losses.arm_configs("dice_ce_no_deep_supervision", tmp_path, tmp_path, recipe="unet")
+    record = {"set": "brats", "arm": arm, "recipe": "unet"}
+    assert segmentation_losses.recipe_of(record) == "unet"
+    assert segmentation_losses.recipe_of({"arm": arm}) == "dynunet"
+    assert segmentation_losses.recipe_of({"arm": segmentation_losses.PLANNED_UNET}) == "unet"
