@@ -239,7 +239,7 @@ def _steps_and_voxels(plan) -> tuple[int, int]:
     return plan.config["trainer"]["max_epochs"], int(np.prod(init["roi_size"]))
 
 
-def test_plan_network_unet_on_cpu_dynunet_on_gpu_or_when_asked(lesion_images_2d, lesion_dataset):
+def test_plan_network_unet_on_cpu_dynunet_on_gpu_or_when_asked(lesion_images_2d, classification_npz):
     """``network="auto"``: MONAI's residual UNet on a CPU budget (cheaper per step, so more steps or a
     larger patch in the same minutes), nnU-Net's DynUNet with deep supervision on a GPU; either on
     request. Every planned network runs on the planned patch."""
@@ -269,6 +269,8 @@ def test_plan_network_unet_on_cpu_dynunet_on_gpu_or_when_asked(lesion_images_2d,
     assert e_unet * v_unet > 1.5 * e_dyn * v_dyn
     with pytest.raises(ValueError, match="network: expected one of auto, unet, dynunet, got 'vnet'"):
         _plan(lesion_images_2d, network="vnet")
+    with pytest.raises(ValueError, match="network 'unet': only for segmentation plans"):
+        _plan(classification_npz, network="unet")
 
 
 def test_unet_plan_of_anisotropic_volumes_pools_each_axis_as_planned(lesion_dataset):
