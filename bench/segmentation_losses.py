@@ -323,7 +323,8 @@ def _table(
             cells = [mean_std([r.get(key, float("nan")) for r in rs], d) for _, key, d in columns]
             seeds = ",".join(str(r["seed"]) for r in sorted(rs, key=lambda r: r["seed"]))
             minutes = mean_std([r["fit_min"] for r in rs], 1)
-            lines.append(f"| {arm} | {seeds} | {rs[0]['epochs']} | {minutes} | " + " | ".join(cells) + " |")
+            label = f"{arm} (Dice + CE)" if arm == PLANNED_UNET else arm
+            lines.append(f"| {label} | {seeds} | {rs[0]['epochs']} | {minutes} | " + " | ".join(cells) + " |")
     return lines
 
 
