@@ -13,7 +13,7 @@ supervision on a GPU. The UNet downsamples with its first (strided) convolution,
 full-resolution feature maps: its forward and backward pass cost 3.2x less than the DynUNet's at DRIVE's
 80x80 patches and 3.8x less at BraTS's 32^3 (2x and 2x end to end, with loading and augmentation), and on
 this CPU the time buys more steps. At the same 30-minute budget, on BraTS 2013 it reached whole tumour
-0.888 against the DynUNet's 0.796 (2 seeds), on DRIVE 0.804 against 0.803 (4 folds)
+0.885 against the DynUNet's 0.796 (3 and 2 seeds), on DRIVE 0.804 against 0.803 (4 folds)
 (bench/results/segmentation_losses.md, drive_plan.md).
 """
 
@@ -347,7 +347,7 @@ def segmentation_plan(
         r["model.init_args.model"] = (
             f"MONAI's residual UNet ({why_net}): strided first convolution, no full-resolution feature "
             "maps, 2x cheaper per step than the DynUNet on a CPU, so the budget buys twice the steps; at "
-            "the same budget BraTS whole tumour 0.888 vs 0.796, DRIVE level "
+            "the same budget BraTS whole tumour 0.885 vs 0.796, DRIVE level "
             "(bench/results/segmentation_losses.md, drive_plan.md); --network dynunet for nnU-Net's"
         )
         r["model.init_args.model.init_args.strides"] = (
