@@ -95,7 +95,6 @@ def score_run(folder: Path, tta: bool) -> dict[str, float]:
     """Infer the fold's validation images with ``last.ckpt`` and score them (see the module docstring)."""
     import json
 
-    from PIL import Image
     from sklearn.metrics import roc_auc_score
 
     from medfocal.data.autolayout import find_layout
@@ -136,25 +135,17 @@ def score_run(folder: Path, tta: bool) -> dict[str, float]:
         out[f"dice_{where}"] = float(np.mean([float(r["dice"]) for r in rows]))
         out[f"dice_pooled_{where}"] = 2 * tp / (pred_px + gt_px)  # all pixels of the fold, as the papers
         out[f"sens_{where}"] = tp / gt_px
-    y, p = [], []
-    for link in sorted((work / "gt").iterdir()):
-        fov = np.asarray(Image.open(work / "roi" / link.name)) > 0
-        gt = np.asarray(Image.open(link)) > 0
-        prob = np.load(pred / f"{link.stem}_probabilities.npz")["probabilities"][1].astype(np.float32)
-        if prob.shape != gt.shape:
-            prob = prob.T  # (W, H) grid of the PIL reader
-        y.append(gt[fov])
-        p.append(prob[fov])
-    out["auroc_fov"] = float(roc_auc_score(np.concatenate(y), np.concatenate(p)))
+    pixels = _fov_pixels(work)
+    y, p = np.concatenate([g for _, g in pixels]), np.concatenate([q for q, _ in pixels])
+    out["auroc_fov"] = float(roc_auc_score(y, p))
     return out
 
 
-def _fold_pixels(folder: Path) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(vessel probability, label) inside the field of view, per validation image of a scored run
-    (``score_tta``: infer with mirroring TTA)."""
+def _fov_pixels(work: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(vessel probability, label) inside the field of view, per validation image of a scoring folder
+    (``score`` or ``score_tta`` of a run: ``gt/``, ``roi/`` and infer's ``pred/``)."""
     from PIL import Image
 
-    work = folder / "score_tta"
     out = []
     for link in sorted((work / "gt").iterdir()):
         fov = np.asarray(Image.open(work / "roi" / link.name)) > 0
@@ -182,7 +173,7 @@ def threshold_table(runs: list[dict], root: Path) -> str:
         mine = sorted((r for r in runs if r["arm"] == arm and r["finished"]), key=lambda r: r["fold"])
         if len(mine) < 3:
             continue
-        pixels = {r["fold"]: _fold_pixels(root / r["name"]) for r in mine}
+        pixels = {r["fold"]: _fov_pixels(root / r["name"] / "score_tta") for r in mine}
 
         def counts(images: list[tuple[np.ndarray, np.ndarray]], t: float) -> tuple[float, float, float]:
             tp = sum(float(np.sum((p >= t) & g)) for p, g in images)

@@ -102,9 +102,15 @@ def overlay(arm: str, wrapped: bool = True) -> str:
 
 def recipe_of(record: dict[str, Any]) -> str:
     """``"unet"`` (the UNet plan: its own arms and loss arms run with ``--recipe unet``) or ``"dynunet"``."""
-    if record.get("recipe"):
-        return record["recipe"]
-    return "unet" if record["arm"] in (PLANNED_UNET, BASELINE_ON_UNET_PLAN) else "dynunet"
+    return job_recipe(record["arm"], record.get("recipe") or "dynunet")
+
+
+def job_recipe(arm: str, recipe: str) -> str:
+    """The recipe a run of ``arm`` under ``--recipe recipe`` belongs to: the UNet plan's own arms always
+    ``"unet"``, a loss arm the one asked for, the others ``"dynunet"``."""
+    if arm in (PLANNED_UNET, BASELINE_ON_UNET_PLAN):
+        return "unet"
+    return recipe if arm in LOSSES else "dynunet"
 
 
 def ablation_overlay(arm: str) -> str:
