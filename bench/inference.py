@@ -4,7 +4,8 @@ Three ways over the same folder of N generated volumes, same model and settings,
 (medians reported):
 
 - naive:    for each file: load + preprocess -> sliding window -> invert -> write, one after another
-- pipeline: ``Predictor.predict_folder`` (DataLoader workers load ahead, a writer thread inverts/writes)
+- pipeline: ``Predictor.predict_folder`` (DataLoader workers load ahead, writer threads invert/write;
+  on a GPU the inversion to the input grid runs on the GPU)
 - compute:  only the model passes (sliding window) over volumes preprocessed beforehand, in memory
 
 Goal (issue 7): pipeline >= 1.5x naive on CPU, and pipeline wall time within 1.1x of compute.
@@ -81,18 +82,23 @@ def _naive(predictor, files: list[Path], out: Path, stages: dict[str, float]) ->
         probs = predictor.predict_tensor(image)
         t2 = time.perf_counter()
         pred = predictor._finish(case, image, probs)
-        save_label_image(pred.label, f, out / f.name)
         t3 = time.perf_counter()
-        for k, dt in (("load", t1 - t0), ("model", t2 - t1), ("invert+write", t3 - t2)):
+        save_label_image(pred.label, f, out / f.name)
+        t4 = time.perf_counter()
+        for k, dt in (("load", t1 - t0), ("model", t2 - t1), ("invert+label", t3 - t2), ("write", t4 - t3)):
             stages[k] = stages.get(k, 0.0) + dt
     return time.perf_counter() - t_start
 
 
-def _pipeline(predictor, folder: Path, out: Path, workers: int, inside: list[float]) -> float:
+def _pipeline(
+    predictor, folder: Path, out: Path, workers: int, writers: int | None, inside: list[float]
+) -> float:
     """Wall time of ``predict_folder``; appends to ``inside`` the time its model passes took (the
     report's ``compute_s``), to tell a slower model (contention) from time outside the passes."""
     t0 = time.perf_counter()
-    result = predictor.predict_folder(folder, out, overwrite=True, num_workers=workers, progress=False)
+    result = predictor.predict_folder(
+        folder, out, overwrite=True, num_workers=workers, progress=False, num_writers=writers
+    )
     elapsed = time.perf_counter() - t0
     if not result.ok:
         raise RuntimeError(result.summary)
@@ -120,12 +126,16 @@ def main(argv: list[str] | None = None) -> int:
     # 1 by default: on a shared 2-core box, 2 OpenMP threads made the same pass vary 4-20x in time
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: leave torch's default)")
     parser.add_argument("--workers", type=int, default=1, help="loader processes for the pipeline")
+    parser.add_argument(
+        "--writers", type=int, default=0, help="writer threads of the pipeline (0: the device's default)"
+    )
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
     from medfocal.inference import Predictor, discover_cases
+    from medfocal.inference.folder import default_writers
     from medfocal.synthetic import make_lesion_dataset
 
     tmp = Path(tempfile.mkdtemp(prefix="medfocal-bench-"))
@@ -145,15 +155,19 @@ def main(argv: list[str] | None = None) -> int:
         inside: list[float] = []
         for r in range(args.repeats):
             times["naive"].append(_naive(predictor, files, tmp / f"naive{r}", stages))
-            times["pipeline"].append(_pipeline(predictor, folder, tmp / f"pipe{r}", args.workers, inside))
+            times["pipeline"].append(
+                _pipeline(predictor, folder, tmp / f"pipe{r}", args.workers, args.writers or None, inside)
+            )
             times["compute"].append(_compute(predictor, images))
         med = {k: statistics.median(v) for k, v in times.items()}
+        writers = args.writers or default_writers(predictor.device)
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(
             f"\n{args.n} volumes {tuple(args.shape)} at {tuple(args.input_spacing)} mm (oblique), "
             f"resampled to {tuple(args.spacing)} mm, roi {tuple(args.roi)}, "
             f"overlap 0.5 gaussian, device {predictor.device}, torch threads {torch.get_num_threads()}, "
-            f"loader workers {args.workers}, {args.repeats} interleaved repeats (median)"
+            f"loader workers {args.workers}, writer threads {writers}, "
+            f"{args.repeats} interleaved repeats (median)"
         )
         print(f"{'way':<10}{'wall s':>9}{'volumes/s':>11}{'vs naive':>10}{'vs compute':>12}   all runs (s)")
         for k in ("naive", "pipeline", "compute"):

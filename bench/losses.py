@@ -25,7 +25,8 @@ Memory: on CPU, the bytes of the tensors autograd saves for backward (distinct s
 ``torch.autograd.graph.saved_tensors_hooks``). On CUDA, ``torch.cuda.max_memory_allocated`` during
 forward + backward minus the memory allocated before (logits, target).
 
-Run: ``python bench/losses.py [--reps 9] [--device cpu|cuda|all] [--threads 2] [--only dice_focal]``.
+Run: ``python bench/losses.py [--reps 9] [--device cpu|cuda|all] [--threads 2] [--only dice_focal]
+[--compiled-devices cpu,cuda]``.
 """
 
 from __future__ import annotations
@@ -210,14 +211,23 @@ def main() -> None:
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (issue 19: 2)")
     parser.add_argument("--only", nargs="*", default=None, help="loss names (default: all pairs)")
+    parser.add_argument(
+        "--compiled-devices",
+        default=None,
+        help="device types of the compiled kernels, e.g. cpu,cuda (default: $MEDFOCAL_COMPILED_LOSS_DEVICES "
+        "or cpu); on a GPU, cpu,cuda makes 'ours' the Triton-compiled path and 'eager' the fused eager one",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.compiled_devices:
+        _compiled.set_devices([d.strip() for d in args.compiled_devices.split(",") if d.strip()])
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
     pairs = [p for p in PAIRS if args.only is None or p.name in args.only]
     print(
         f"torch {torch.__version__}, threads {torch.get_num_threads()}, {args.reps} interleaved reps, "
-        f"medians; load average before: {os.getloadavg()[0]:.1f}"
+        f"medians; compiled kernels on {','.join(_compiled.devices())}; "
+        f"load average before: {os.getloadavg()[0]:.1f}"
     )
     header = (
         f"{'loss':<16}{'case':<24}{'MONAI ms':>9}{'ours ms':>8}{'ratio':>7}{'goal':>10}{'eager ms':>9}"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import queue
 import threading
 import time
@@ -53,6 +54,7 @@ __all__ = [
     "case_error",
     "check_output_writable",
     "checkpoint_identity",
+    "default_writers",
     "load_case",
     "predict_folder",
 ]
@@ -287,6 +289,15 @@ def checkpoint_identity(predictor: Predictor) -> dict[str, Any]:
     return info
 
 
+def default_writers(device: torch.device) -> int:
+    """Writer threads of ``predict_folder`` by default: 1 when the model runs on the CPU (its threads
+    use the cores), else a quarter of the cores, 1 to 4 (inverting, compressing and writing the cases the
+    GPU turns out faster than one thread can)."""
+    if device.type == "cpu":
+        return 1
+    return max(1, min(4, (os.cpu_count() or 1) // 4))
+
+
 def _first(batch: list) -> Any:
     return batch[0]
 
@@ -341,6 +352,7 @@ def predict_folder(
     html: bool = False,
     num_parts: int = 1,
     part_id: int = 0,
+    num_writers: int | None = None,
 ) -> InferenceResult:
     """Predict every case of ``source`` into ``output_dir`` with ``predictor`` (see
     :meth:`medfocal.inference.Predictor.predict_folder` for the arguments); never raises per case,
@@ -385,16 +397,18 @@ def predict_folder(
             todo.append(case)
 
     lock = threading.Lock()
+    report_lock = threading.Lock()  # one report write at a time (several writer threads)
     last_report = [time.monotonic()]
     bar = progress_bar(progress, len(todo))
 
     def write_report(force: bool = False) -> None:
-        with lock:
-            if not force and time.monotonic() - last_report[0] < REPORT_EVERY_S:
-                return
-            last_report[0] = time.monotonic()
-            ordered = [rows[c.case_id] for c in cases if c.case_id in rows]
-        write_csv(ordered, report_path)
+        with report_lock:
+            with lock:
+                if not force and time.monotonic() - last_report[0] < REPORT_EVERY_S:
+                    return
+                last_report[0] = time.monotonic()
+                ordered = [rows[c.case_id] for c in cases if c.case_id in rows]
+            write_csv(ordered, report_path)
 
     def record(row: dict[str, Any]) -> None:
         """Keep the row, durably first (a kill after this line loses nothing of this case)."""
@@ -439,9 +453,11 @@ def predict_folder(
     dataset = _CaseDataset(
         todo, predictor.transforms, card.in_channels, card.spatial_dims, predictor.nonfinite
     )
+    on_device = head.finish_on_device  # e.g. segmentation: invert on the GPU, copy back the result
+    writers = default_writers(predictor.device) if num_writers is None else num_writers
     interrupted = False
     try:
-        with bar, BackgroundWriter(finish, done_callback, max_pending=2) as writer:
+        with bar, BackgroundWriter(finish, done_callback, max_pending=2, threads=writers) as writer:
             try:
                 for item in _loader(dataset, num_workers):
                     case = todo[item["index"]]
@@ -451,7 +467,7 @@ def predict_folder(
                         continue
                     t0 = time.perf_counter()
                     try:
-                        output, warnings = predictor.predict_checked(item["image"])
+                        output, warnings = predictor.predict_checked(item["image"], keep_device=on_device)
                     except Exception as err:
                         fail(case, case_error(case, err))
                         bar.advance()

@@ -191,8 +191,13 @@ class Predictor:
         """
         return self.predict_checked(image)[0]
 
-    def predict_checked(self, image: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
-        """:meth:`predict_tensor` and the warnings of ``nonfinite="replace"`` for the report row."""
+    def predict_checked(
+        self, image: torch.Tensor, keep_device: bool = False
+    ) -> tuple[torch.Tensor, list[str]]:
+        """:meth:`predict_tensor` and the warnings of ``nonfinite="replace"`` for the report row.
+
+        ``keep_device``: leave the output on the model's device (for a head whose ``finish`` runs there,
+        :attr:`PredictionHead.finish_on_device`) instead of copying it to the CPU."""
         original = None
         meta = getattr(image, "meta", None)
         if isinstance(meta, dict) and meta.get("spatial_shape") is not None:
@@ -201,10 +206,10 @@ class Predictor:
             image = image.as_tensor()
         image = torch.as_tensor(image)
         self.head.check_input(image.unsqueeze(0), original)
-        output = self._passes(image)
+        output = self._passes(image, keep_device)
         return output, check_finite(output, "output", self.nonfinite, fill=0.0)
 
-    def _passes(self, image: torch.Tensor) -> torch.Tensor:
+    def _passes(self, image: torch.Tensor, keep_device: bool = False) -> torch.Tensor:
         x = torch.as_tensor(image).float().unsqueeze(0).to(self.device)
         flips = self.head.tta_flips(x) if self.tta else [()]
 
@@ -215,7 +220,7 @@ class Predictor:
 
         with torch.inference_mode(), self._autocast():
             output = self.head.merge(passes())
-        return output[0].cpu()
+        return output[0] if keep_device else output[0].cpu()
 
     def _load(self, case: Case, warnings: list[str] | None = None) -> Any:
         card = self.card
@@ -265,6 +270,7 @@ class Predictor:
         html: bool = False,
         num_parts: int = 1,
         part_id: int = 0,
+        num_writers: int | None = None,
     ) -> InferenceResult:
         """Predict every case of a folder, file or CSV list into ``output_dir``; never raises per case.
 
@@ -287,6 +293,8 @@ class Predictor:
                 run with its own ``part_id``; the sorted cases are dealt round-robin, each part writes
                 ``report.part-K-of-N.csv`` and the last one to finish the merged report.
             part_id: which part this process runs, ``0 .. num_parts - 1``.
+            num_writers: threads that invert, clean and write finished cases (default: 1 on the CPU, a
+                quarter of the cores up to 4 with a GPU, where one thread cannot keep up with the model).
 
         Returns:
             :class:`InferenceResult` (rows, failures, summary, ``interrupted``, ``exit_code``). Failed
@@ -311,4 +319,5 @@ class Predictor:
             html,
             num_parts,
             part_id,
+            num_writers,
         )

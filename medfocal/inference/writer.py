@@ -212,10 +212,13 @@ def save_probabilities(
 
 
 class BackgroundWriter:
-    """Run ``handler(item)`` in a worker thread fed by a bounded queue, so compute never waits on disk.
+    """Run ``handler(item)`` in ``threads`` worker threads fed by a bounded queue, so compute never waits
+    on disk.
 
     ``submit`` blocks when ``max_pending`` items wait (back-pressure bounds memory); results (or the
-    exception a handler raised) go to ``on_done(item, result, error)`` in the worker thread.
+    exception a handler raised) go to ``on_done(item, result, error)`` in the worker thread that ran the
+    item. With several threads, items finish in any order and ``on_done`` may run concurrently (guard
+    what it shares); gzip and NumPy release the GIL, so a pool overlaps the writes of several cases.
     Use as a context manager; leaving it waits for every submitted item.
     """
 
@@ -226,12 +229,19 @@ class BackgroundWriter:
         handler: Callable[[Any], Any],
         on_done: Callable[[Any, Any, BaseException | None], None],
         max_pending: int = 2,
+        threads: int = 1,
     ) -> None:
+        if threads < 1:
+            raise ValueError(f"BackgroundWriter: threads must be at least 1, got {threads}")
         self._handler = handler
         self._on_done = on_done
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, max_pending))
-        self._thread = threading.Thread(target=self._run, name="medfocal-writer", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"medfocal-writer-{i}", daemon=True)
+            for i in range(threads)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def _run(self) -> None:
         while True:
@@ -247,15 +257,17 @@ class BackgroundWriter:
 
     def submit(self, item: Any) -> None:
         """Queue one item (blocks while the queue is full)."""
-        if not self._thread.is_alive():
-            raise RuntimeError("background writer thread has stopped")
+        if not any(t.is_alive() for t in self._threads):
+            raise RuntimeError("background writer threads have stopped")
         self._queue.put(item)
 
     def close(self) -> None:
-        """Wait for every queued item, then stop the thread."""
-        if self._thread.is_alive():
+        """Wait for every queued item, then stop the threads."""
+        alive = [t for t in self._threads if t.is_alive()]
+        for _ in alive:  # each thread takes one stop mark after the items queued before it
             self._queue.put(self._STOP)
-            self._thread.join()
+        for thread in alive:
+            thread.join()
 
     def __enter__(self) -> BackgroundWriter:
         return self

@@ -27,7 +27,11 @@ size and class count. ``log p_t = x_t - max - log sum exp`` is exact for logits 
 
 When it runs: CPU tensors of at least ``MIN_NUMEL`` logits (smaller ones are not worth a compilation),
 float32/float64, outside an enclosing ``torch.compile``. ``MEDFOCAL_COMPILED_LOSS`` (environment) or
-:func:`set_mode` choose ``"auto"`` (default), ``"always"`` (any size: tests) or ``"off"``. The first call
+:func:`set_mode` choose ``"auto"`` (default), ``"always"`` (any size: tests) or ``"off"``.
+``MEDFOCAL_COMPILED_LOSS_DEVICES`` (or :func:`set_devices`) lists the device types, ``cpu`` by default;
+``cpu,cuda`` lets inductor fuse the same kernels for a GPU (Triton), an opt-in until a GPU run measures
+it (``bench/losses.py --device cuda --compiled-devices cpu,cuda``); there the class-index check stays
+asynchronous (:func:`medfocal.losses._targets.check_values`), with no host sync in the forward. The first call
 of each (batch, classes, dtype, options) compiles (seconds; inductor's on-disk cache makes later processes
 quicker). If compilation fails (no C++ compiler, an unsupported platform), the kernel's result comes
 from the same function run eagerly, a warning says so once, and later calls take the eager fused path.
@@ -54,7 +58,10 @@ MAX_CLASSES = 16
 _RECOMPILE_LIMIT = 32
 _FLUSH_BELOW = 1e-30  # as medfocal.losses._fused: float32 subnormals slow every later CPU kernel
 
-_state = {"mode": None, "broken": None}
+DEVICES_ENV = "MEDFOCAL_COMPILED_LOSS_DEVICES"
+_KNOWN_DEVICES = ("cpu", "cuda")
+
+_state: dict = {"mode": None, "broken": None, "devices": None}
 
 
 def set_mode(mode: str | None) -> None:
@@ -72,13 +79,36 @@ def mode() -> str:
     return chosen
 
 
+def set_devices(device_types: tuple[str, ...] | list[str] | None) -> None:
+    """Device types the compiled kernels run on (``("cpu",)``, ``("cpu", "cuda")``); None: from env."""
+    if device_types is not None:
+        _check_devices(tuple(device_types), "compiled loss devices")
+    _state["devices"] = None if device_types is None else tuple(device_types)
+
+
+def devices() -> tuple[str, ...]:
+    """The device types in force: :func:`set_devices`'s, else ``$MEDFOCAL_COMPILED_LOSS_DEVICES``, else
+    ``("cpu",)``."""
+    if _state["devices"] is not None:
+        return _state["devices"]
+    chosen = tuple(d.strip().lower() for d in os.environ.get(DEVICES_ENV, "cpu").split(",") if d.strip())
+    return _check_devices(chosen or ("cpu",), DEVICES_ENV)
+
+
+def _check_devices(chosen: tuple[str, ...], what: str) -> tuple[str, ...]:
+    unknown = [d for d in chosen if d not in _KNOWN_DEVICES]
+    if unknown:
+        raise ValueError(f"{what}: expected device types among {_KNOWN_DEVICES}, got {unknown}")
+    return chosen
+
+
 def applies(x: Tensor) -> bool:
     """True when the fused loss of logits ``x`` should run the compiled kernels."""
     chosen = mode()
     return (
         chosen != "off"
         and _state["broken"] is None
-        and x.device.type == "cpu"
+        and x.device.type in devices()
         and x.dtype in (torch.float32, torch.float64)
         and 2 <= x.shape[1] <= MAX_CLASSES
         and (chosen == "always" or x.numel() >= MIN_NUMEL)

@@ -281,7 +281,9 @@ class CompiledSoftmaxIndexLoss(torch.autograd.Function):
             focal_sum, tp, sum_p, sum_y, lo, hi = compiled.voxel_sums_kernel(
                 xf, idx, q, factor, gamma, focal, region
             )
-            if check_range is not None and bool((lo.min() < 0) | (hi.max() >= c)):
+            if check_range is not None and x.is_cuda:
+                check_range()  # asynchronous after the first batch of a shape: no host sync here
+            elif check_range is not None and bool((lo.min() < 0) | (hi.max() >= c)):
                 check_range()  # raises the target's ValueError (out-of-range labels matched no class)
             total = x.new_zeros(())
             scale = a_bc = s_bc = None

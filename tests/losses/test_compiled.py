@@ -249,6 +249,39 @@ def test_mode_and_when_it_applies(mode, monkeypatch):
         compiled.set_mode("on")
 
 
+class _OnCuda:
+    """What :func:`compiled.applies` reads of a CUDA tensor, on a CPU-only machine."""
+
+    def __init__(self, t: torch.Tensor) -> None:
+        self.t, self.shape, self.dtype, self.device = t, t.shape, t.dtype, torch.device("cuda", 0)
+
+    def numel(self) -> int:
+        return self.t.numel()
+
+
+def test_devices_the_kernels_run_on(mode, monkeypatch):
+    large = torch.zeros(2, 3, compiled.MIN_NUMEL // 6 + 1)
+    monkeypatch.delenv(compiled.DEVICES_ENV, raising=False)
+    monkeypatch.delenv(compiled.ENV, raising=False)
+    assert compiled.devices() == ("cpu",)
+    assert compiled.applies(large) and not compiled.applies(_OnCuda(large))  # the GPU opts in
+    monkeypatch.setenv(compiled.DEVICES_ENV, " CPU, cuda ")
+    assert compiled.devices() == ("cpu", "cuda")
+    assert compiled.applies(large) and compiled.applies(_OnCuda(large))
+    monkeypatch.setenv(compiled.DEVICES_ENV, "cuda")
+    assert not compiled.applies(large) and compiled.applies(_OnCuda(large))
+    try:
+        compiled.set_devices(["cpu"])  # wins over the environment
+        assert compiled.applies(large) and not compiled.applies(_OnCuda(large))
+        with pytest.raises(ValueError, match=r"compiled loss devices: .* got \['mps'\]"):
+            compiled.set_devices(["cpu", "mps"])
+    finally:
+        compiled.set_devices(None)
+    monkeypatch.setenv(compiled.DEVICES_ENV, "gpu")
+    with pytest.raises(ValueError, match=r"MEDFOCAL_COMPILED_LOSS_DEVICES: expected device types among"):
+        compiled.applies(large)
+
+
 def test_compile_failure_falls_back_to_eager_once(mode, monkeypatch):
     """No C++ compiler (simulated): one warning, the same result, then the eager fused path."""
 

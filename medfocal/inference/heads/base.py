@@ -88,6 +88,10 @@ class PredictionHead(ABC):
 
     #: CSV written in the output folder (``predict_folder(report_name=None)``)
     report_name: ClassVar[str] = "report.csv"
+    #: :meth:`finish` takes the output on the model's device (a GPU) and returns CPU results, so
+    #: ``predict_folder`` does not copy the output back first (segmentation: the inversion to the input
+    #: grid then resamples on the GPU); False: the output arrives on the CPU
+    finish_on_device: ClassVar[bool] = False
 
     def __init__(self, card: ModelCard, options: HeadOptions, transforms: Any = None) -> None:
         self.card = card

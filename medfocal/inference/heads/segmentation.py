@@ -15,6 +15,7 @@ source series (``medfocal[dicom]``; without it the report row's ``warnings`` say
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any, ClassVar
@@ -35,6 +36,8 @@ from medfocal.tasks.windows import whole_image_logits
 
 __all__ = ["PROBABILITIES_STEM", "SEG_SUFFIX", "SegmentationHead", "dicom_extra_missing", "input_affine"]
 
+_log = logging.getLogger(__name__)
+
 #: ``<case>_seg.dcm``: the DICOM Segmentation written next to the NIfTI mask of a DICOM series case
 SEG_SUFFIX = "_seg.dcm"
 PROBABILITIES_STEM = "_probabilities"
@@ -44,7 +47,7 @@ def _channel_argmax(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``probs.max(0)`` as C elementwise passes: torch's reduction over a leading dim of a big volume is
     ~50x slower on CPU (0.44 s vs 9 ms for 2 x 128 x 128 x 80). Ties go to the lower index, as argmax."""
     best = probs[0].clone()
-    label = torch.zeros(probs.shape[1:], dtype=torch.uint8)
+    label = torch.zeros(probs.shape[1:], dtype=torch.uint8, device=probs.device)
     for c in range(1, probs.shape[0]):
         better = probs[c] > best
         label[better] = c
@@ -56,6 +59,10 @@ class SegmentationHead(PredictionHead):
     """Masks in the input's geometry (see the module docstring); report ``report.csv``."""
 
     report_name = "report.csv"
+    #: the output may stay on the GPU: inversion and the label map run there, only results come back
+    finish_on_device: ClassVar[bool] = True
+    #: set when a transform's inverse failed on the GPU: invert on the CPU from then on
+    _cpu_inversion: bool = False
     #: an axis of the preprocessed image shorter than this fraction of the patch (or than 2 voxels)
     #: is refused: the window would be mostly padding, unlike anything the model was trained on
     min_patch_fraction: ClassVar[float] = 0.25
@@ -129,7 +136,7 @@ class SegmentationHead(PredictionHead):
             best, label = _channel_argmax(probs)
             if self.card.activation == "sigmoid":
                 label = torch.where(best > 0.5, label + 1, torch.zeros_like(label))
-        return self.clean(label.numpy().astype(np.uint8))
+        return self.clean(label.cpu().numpy().astype(np.uint8))
 
     def clean(self, label: np.ndarray) -> np.ndarray:
         """Per foreground class: keep the largest component and/or drop components < ``min_size`` voxels
@@ -137,11 +144,23 @@ class SegmentationHead(PredictionHead):
         n = len(self.card.foreground_names)
         return clean_labels(label, range(1, n + 1), self.options.keep_largest, self.options.min_size)
 
+    def invert_on_device(self, image: Any, probs: torch.Tensor) -> torch.Tensor:
+        """:meth:`invert` where ``probs`` lies (a GPU: the resampling runs there); should a transform
+        of the preprocessing not run on that device, once a warning and the CPU from then on."""
+        if probs.device.type == "cpu" or self._cpu_inversion:
+            return self.invert(image, probs.cpu())
+        try:
+            return self.invert(image, probs)
+        except (RuntimeError, TypeError, NotImplementedError) as err:
+            self._cpu_inversion = True
+            _log.warning("inverting on %s failed (%s); inverting on the CPU from now on", probs.device, err)
+            return self.invert(image, probs.cpu())
+
     def finish(self, case: Case, image: Any, output: torch.Tensor) -> Prediction:
-        """Invert, threshold and clean one case; statistics for the report."""
-        inverted = self.invert(image, output)
+        """Invert, threshold and clean one case (on ``output``'s device); statistics for the report."""
+        inverted = self.invert_on_device(image, output)
         label = self.label_map(inverted)
-        probabilities = inverted.numpy()
+        probabilities = inverted.cpu().numpy()
         affine = None
         if case.is_2d_image:
             # MONAI's PILReader indexes (W, H); images on disk are (H, W)
