@@ -13,12 +13,21 @@
 - ``last.ckpt`` always holds the last trained step (:class:`LastStepCheckpoint`), also when
   ``max_epochs`` is not a multiple of ``check_val_every_n_epoch`` or ``max_time`` ends the run;
 - :class:`NonFiniteLossStop`: training stops with :class:`NonFiniteLossError` when the training loss
-  turns NaN/Inf (checked on the device, one host sync every ``every_n_steps`` steps and at epoch end).
+  turns NaN/Inf (checked on the device, one host sync every ``every_n_steps`` steps and at epoch end);
+- a warning when a ``class_path`` changes (a later ``--config`` or an option swapping the loss or the
+  network) and jsonargparse keeps the earlier value's same-named ``init_args`` at values that are not
+  the new class's defaults (``gamma: 2.0`` of a ``DiceFocalLoss`` becoming the focal Tversky exponent);
+  :func:`carried_init_args` records them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import inspect
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +35,19 @@ from pytorch_lightning import LightningDataModule, LightningModule, Trainer
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from pytorch_lightning.callbacks.progress import ProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.utilities import rank_zero_only
 
 from medfocal.tasks.callbacks import NonFiniteLossError, NonFiniteLossStop
 
-__all__ = ["DEFAULT_TRAINER", "LastStepCheckpoint", "MedfocalCLI", "NonFiniteLossError", "NonFiniteLossStop"]
+__all__ = [
+    "DEFAULT_TRAINER",
+    "CarriedArgs",
+    "LastStepCheckpoint",
+    "MedfocalCLI",
+    "NonFiniteLossError",
+    "NonFiniteLossStop",
+    "carried_init_args",
+]
 
 # plain class_path dicts, not lazy instances: each run (also several in one process) gets new loggers
 DEFAULT_TRAINER: dict[str, Any] = {
@@ -117,6 +135,117 @@ def _mode_of(model: LightningModule) -> str:
     return getattr(model, "monitor_mode", "max")
 
 
+@dataclass(frozen=True)
+class CarriedArgs:
+    """``init_args`` kept across a ``class_path`` change, at values other than the new class's defaults."""
+
+    old: str
+    new: str
+    #: name -> (kept value, the new class's default or ``inspect.Parameter.empty``)
+    args: dict[str, tuple[Any, Any]]
+
+    def message(self, key: str | None = None) -> str:
+        where = f"{key}: " if key else ""
+        kept = ", ".join(
+            f"{k}={v!r}" + ("" if d is inspect.Parameter.empty else f" (its default: {d!r})")
+            for k, (v, d) in self.args.items()
+        )
+        name, example = self.new.rsplit(".", 1)[-1], next(iter(self.args))
+        option = f"--{key}.init_args.{example}=..." if key else f"init_args: {{{example}: ...}}"
+        return (
+            f"{where}class_path changed from {self.old} to {self.new}, and jsonargparse kept the earlier "
+            f"value's same-named init_args for {name}: {kept}; if {name} should not use them, give them "
+            f"after the change ({option})"
+        )
+
+
+def _defaults(class_path: str) -> dict[str, Any] | None:
+    module, _, name = class_path.rpartition(".")
+    try:
+        target = getattr(importlib.import_module(module), name)
+        return {k: p.default for k, p in inspect.signature(target).parameters.items()}
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return None
+
+
+def _spec(value: Any) -> tuple[str | None, dict[str, Any]]:
+    """(class_path, init_args as a dict) of a subclass spec (Namespace or dict), else (None, {})."""
+    get = getattr(value, "get", None)
+    if get is None or not isinstance(get("class_path"), str):
+        return None, {}
+    init_args = get("init_args")
+    if init_args is None:
+        return get("class_path"), {}
+    items = init_args.items() if isinstance(init_args, dict) else vars(init_args).items()
+    return get("class_path"), dict(items)
+
+
+@contextlib.contextmanager
+def carried_init_args() -> Iterator[list[CarriedArgs]]:
+    """Record, while parsing, the ``init_args`` jsonargparse keeps when a ``class_path`` changes.
+
+    jsonargparse discards the earlier value's arguments the new class does not take and keeps the others
+    (its documented behaviour); here the kept ones the new value did not give, at values other than the
+    new class's defaults, are listed (once per change).
+    """
+    from jsonargparse import _typehints
+
+    original = _typehints.discard_init_args_on_class_path_change
+    found: list[CarriedArgs] = []
+    seen: set[tuple[str, str]] = set()
+
+    def discard(parser_or_action: Any, prev_val: Any, value: Any) -> Any:
+        result = original(parser_or_action, prev_val, value)
+        with contextlib.suppress(Exception):  # a report, never a reason for parsing to fail
+            old, kept = _spec(prev_val)
+            new, given = _spec(value)
+            if old and new and old != new and (old, new) not in seen:
+                seen.add((old, new))  # the first call carries the change; later ones see it merged
+                defaults = _defaults(new) or {}
+                empty = inspect.Parameter.empty
+                args = {
+                    k: (v, defaults.get(k, empty))
+                    for k, v in kept.items()
+                    if k not in given and not _same(v, defaults.get(k, empty))
+                }
+                if args:
+                    found.append(CarriedArgs(old, new, args))
+        return result
+
+    _typehints.discard_init_args_on_class_path_change = discard
+    try:
+        yield found
+    finally:
+        _typehints.discard_init_args_on_class_path_change = original
+
+
+def _same(value: Any, default: Any) -> bool:
+    try:
+        return bool(value == default) or (isinstance(value, (list, tuple)) and list(value) == list(default))
+    except Exception:
+        return False
+
+
+def _keys_of(config: Any, class_path: str, prefix: str = "") -> list[str]:
+    """Dotted keys of ``config`` whose value is a subclass spec of ``class_path``."""
+    items = vars(config).items() if hasattr(config, "__dict__") and not isinstance(config, dict) else None
+    if items is None and isinstance(config, dict):
+        items = config.items()
+    keys: list[str] = []
+    for k, v in items or ():
+        key = f"{prefix}{k}"
+        if _spec(v)[0] == class_path:
+            keys.append(key)
+        if hasattr(v, "__dict__") or isinstance(v, dict):
+            keys += _keys_of(v, class_path, key + ".")
+    return keys
+
+
+@rank_zero_only
+def _warn(message: str) -> None:
+    print(f"medfocal: warning: {message}", file=sys.stderr)
+
+
 def _description() -> str:
     return "medfocal: " + (MedfocalCLI.__doc__ or "").splitlines()[0]
 
@@ -151,6 +280,16 @@ class MedfocalCLI(LightningCLI):
         commands = ("fit", "validate", "test", "predict")
         kwargs.setdefault("parser_kwargs", {"prog": "medfocal", **{c: dict(per_command) for c in commands}})
         super().__init__(*args, **kwargs)
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """LightningCLI's parsing, warning about ``init_args`` carried across a ``class_path`` change."""
+        with carried_init_args() as carried:
+            super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand") if carried else None
+        for change in carried:
+            config = self.config.get(subcommand) if subcommand else self.config
+            keys = _keys_of(config, change.new)
+            _warn(change.message(keys[0] if len(keys) == 1 else None))
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(LastStepCheckpoint, "checkpoint")

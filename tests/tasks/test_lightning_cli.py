@@ -174,3 +174,42 @@ def test_ddp_two_processes_on_cpu(config, tmp_path):
     ckpts = _checkpoints(tmp_path)
     assert sorted(p.name for p in ckpts)[-1] == "last.ckpt" and len(ckpts) == 2, ckpts
     assert len(list((tmp_path / "runs" / "medfocal").glob("version_*"))) == 1
+
+
+def _parse(config: Path, *args: str):
+    from medfocal.cli.lightning import MedfocalCLI
+
+    return MedfocalCLI(args=["--config", str(config), *args], run=False).config
+
+
+def test_init_args_carried_across_a_class_change_are_named(config, tmp_path, capsys, monkeypatch):
+    from jsonargparse import _typehints
+
+    monkeypatch.setattr(sys, "argv", ["medfocal"])  # the CLI is given its arguments, not pytest's
+    original = _typehints.discard_init_args_on_class_path_change
+    cfg = _parse(config, "--model.init_args.loss=medfocal.losses.FocalTverskyLoss")
+    loss = cfg.model.init_args.loss
+    assert loss.class_path == "medfocal.losses.FocalTverskyLoss"
+    assert loss.init_args.gamma == 2.0  # jsonargparse's carry-over: the warning is about this
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if "class_path changed" in line]
+    assert warnings == [
+        "medfocal: warning: model.init_args.loss: class_path changed from medfocal.losses.FocalLoss to "
+        "medfocal.losses.FocalTverskyLoss, and jsonargparse kept the earlier value's same-named init_args "
+        "for FocalTverskyLoss: gamma=2.0 (its default: 0.75); if FocalTverskyLoss should not use them, give "
+        "them after the change (--model.init_args.loss.init_args.gamma=...)"
+    ]
+    assert _typehints.discard_init_args_on_class_path_change is original  # restored after parsing
+
+    # the same change from a second --config that gives gamma again: nothing was carried
+    overlay = tmp_path / "tversky.yaml"
+    tversky = {"class_path": "medfocal.losses.FocalTverskyLoss", "init_args": {"gamma": 0.75}}
+    overlay.write_text(yaml.safe_dump({"model": {"init_args": {"loss": tversky}}}))
+    cfg = _parse(config, "--config", str(overlay))
+    assert cfg.model.init_args.loss.init_args.gamma == 0.75
+    assert "class_path changed" not in capsys.readouterr().err
+
+    # no class change: an init_args override is no carry-over
+    cfg = _parse(config, "--model.init_args.loss.init_args.gamma=3.0")
+    assert cfg.model.init_args.loss.init_args.gamma == 3.0
+    assert "class_path changed" not in capsys.readouterr().err
