@@ -137,6 +137,11 @@ class EvaluationResult:
         return "\n".join(lines)
 
 
+#: bytes of masks the checking pass of :func:`evaluate_folders` keeps for its scoring pass (the rest is
+#: read again): 1 GiB holds about a hundred uint8 BraTS-size volumes
+KEEP_MASK_BYTES = 1 << 30
+
+
 def load_mask(path: str | Path, threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Integer mask and its 4x4 affine (PNG: identity) from a NIfTI or 2D image file.
 
@@ -496,10 +501,13 @@ def evaluate_folders(
                 f"{roi_dir}: no region mask for {len(no_roi)} case(s): {no_roi[:5]} "
                 "(region masks are matched to the ground truth by file name)"
             )
-    # a first pass finds the labels and refuses bad files before any output
+    # a first pass finds the labels and refuses bad files before any output; the masks it read are kept
+    # for the scoring pass up to KEEP_MASK_BYTES (beyond that, read again)
     found: dict[int, dict[str, list[str]]] = {}
     outside: list[str] = []
-    for pp, gp in pairs:
+    kept: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    room = KEEP_MASK_BYTES
+    for i, (pp, gp) in enumerate(pairs):
         pred, pa = load_mask(pp, threshold)
         gt, ga = load_mask(gp, threshold)
         _check_geometry(pred, pa, gt, ga, pp, gp)
@@ -509,6 +517,9 @@ def evaluate_folders(
             if lost:
                 outside.append(f"{case_id_of(gp)} ({lost} voxels)")
             pred, gt = np.where(region, pred, 0), np.where(region, gt, 0)
+        if pred.nbytes + gt.nbytes <= room:
+            kept[i] = (pred, gt, ga)
+            room -= pred.nbytes + gt.nbytes
         for side, array in (("prediction", pred), ("ground truth", gt)):
             for v in np.unique(array):
                 found.setdefault(int(v), {}).setdefault(side, []).append(case_id_of(gp))
@@ -529,12 +540,15 @@ def evaluate_folders(
     ways = {"keep_largest": (True, 0), **{f"min_size_{n}": (False, n) for n in CLEANUP_MIN_SIZES}}
     cleaned_rows: dict[str, list[dict[str, Any]]] = {w: [] for w in ways} if cleanup else {}
     per_label: dict[int | str, list[LesionCounts]] = {label: [] for label in [*use, *regions]}
-    for pp, gp in pairs:
-        pred, _ = load_mask(pp, threshold)
-        gt, ga = load_mask(gp, threshold)
-        if roi_dir is not None:
-            region = _region(roi_dir / gp.name, gt.shape, ga)
-            pred, gt = np.where(region, pred, 0), np.where(region, gt, 0)
+    for i, (pp, gp) in enumerate(pairs):
+        if i in kept:
+            pred, gt, ga = kept.pop(i)
+        else:
+            pred, _ = load_mask(pp, threshold)
+            gt, ga = load_mask(gp, threshold)
+            if roi_dir is not None:
+                region = _region(roi_dir / gp.name, gt.shape, ga)
+                pred, gt = np.where(region, pred, 0), np.where(region, gt, 0)
         counts: dict[int | str, LesionCounts] = {}
         for r in evaluate_case(
             pred, gt, use, ga, nsd_tolerance_mm, size_bins, lesions=counts, regions=regions

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -90,3 +92,26 @@ def test_roi_on_volumes_checks_the_grid(tmp_path):
     nib.save(nib.Nifti1Image(brain, np.diag([1.0, 1.0, 3.0, 1.0])), tmp_path / "roi" / "c.nii.gz")
     with pytest.raises(ValueError, match=r"c\.nii\.gz: region mask's affine differs"):
         evaluate_folders(tmp_path / "pred", tmp_path / "gt", output="", roi=tmp_path / "roi")
+
+
+def test_masks_are_read_once_unless_over_the_memory_budget(tmp_path, monkeypatch):
+    from medfocal.inference import evaluate as evaluate_module
+
+    pred, gt, roi = _drive_like(tmp_path)
+    reads: list[str] = []
+    real = evaluate_module.load_mask
+
+    def counting(path, threshold=None):
+        reads.append(Path(path).parent.name)
+        return real(path, threshold)
+
+    monkeypatch.setattr(evaluate_module, "load_mask", counting)
+    once = evaluate_folders(pred, gt, output="", roi=roi, cleanup=True)
+    n_cases = len(list(gt.glob("*.png")))
+    assert n_cases >= 1 and sorted(reads) == sorted(["gt", "pred", "roi"] * n_cases)  # each file once
+    reads.clear()
+    monkeypatch.setattr(evaluate_module, "KEEP_MASK_BYTES", 0)
+    twice = evaluate_folders(pred, gt, output="", roi=roi, cleanup=True)
+    assert sorted(reads) == sorted(["gt", "pred", "roi"] * 2 * n_cases)
+    for part in ("rows", "summary", "cleanup", "lesions"):  # repr: NaN (no lesion) equals itself there
+        assert getattr(once, part) and repr(getattr(once, part)) == repr(getattr(twice, part))
