@@ -43,6 +43,7 @@ from medfocal.inference.heads import HeadOptions, Prediction, head_for
 from medfocal.inference.writer import check_output_writable
 
 __all__ = [
+    "DEVICE_OUTPUT_BYTES",
     "NONFINITE_MODES",
     "PROBABILITY_FORMATS",
     "InferenceResult",
@@ -50,7 +51,18 @@ __all__ = [
     "Predictor",
     "check_output_writable",
     "select_device",
+    "stays_on_device",
 ]
+
+
+#: outputs up to this size stay on the GPU for the head's ``finish`` (``keep_device``); a larger one (a
+#: many-class model over a big volume) is copied to the CPU at once, as the writer pool may hold several
+DEVICE_OUTPUT_BYTES = 1 << 29
+
+
+def stays_on_device(output: torch.Tensor, keep_device: bool) -> bool:
+    """Whether :meth:`Predictor.predict_checked` leaves ``output`` on its (non-CPU) device."""
+    return keep_device and output.device.type != "cpu" and output.nbytes <= DEVICE_OUTPUT_BYTES
 
 
 def select_device(device: str | torch.device | None = None) -> torch.device:
@@ -197,7 +209,8 @@ class Predictor:
         """:meth:`predict_tensor` and the warnings of ``nonfinite="replace"`` for the report row.
 
         ``keep_device``: leave the output on the model's device (for a head whose ``finish`` runs there,
-        :attr:`PredictionHead.finish_on_device`) instead of copying it to the CPU."""
+        :attr:`PredictionHead.finish_on_device`) instead of copying it to the CPU, when it is at most
+        :data:`DEVICE_OUTPUT_BYTES`."""
         original = None
         meta = getattr(image, "meta", None)
         if isinstance(meta, dict) and meta.get("spatial_shape") is not None:
@@ -220,7 +233,7 @@ class Predictor:
 
         with torch.inference_mode(), self._autocast():
             output = self.head.merge(passes())
-        return output[0] if keep_device else output[0].cpu()
+        return output[0] if stays_on_device(output[0], keep_device) else output[0].cpu()
 
     def _load(self, case: Case, warnings: list[str] | None = None) -> Any:
         card = self.card

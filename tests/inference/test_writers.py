@@ -88,6 +88,18 @@ class _OnAnotherDevice:
         return self.value
 
 
+def test_only_outputs_on_a_gpu_within_the_size_limit_stay_there(monkeypatch):
+    from medfocal.inference import predictor as predictor_module
+    from medfocal.inference.predictor import stays_on_device
+
+    small = torch.zeros(2, 8, 8, 8, device="meta")  # a device that is not the CPU, no memory used
+    assert stays_on_device(small, keep_device=True)
+    assert not stays_on_device(small, keep_device=False)
+    assert not stays_on_device(torch.zeros(2, 8, 8, 8), keep_device=True)  # on the CPU already
+    monkeypatch.setattr(predictor_module, "DEVICE_OUTPUT_BYTES", small.nbytes - 1)
+    assert not stays_on_device(small, keep_device=True)  # a big many-class output goes to the CPU
+
+
 def test_inversion_falls_back_to_the_cpu_once(oracle_ckpt, caplog, monkeypatch):
     head = Predictor.from_checkpoint(oracle_ckpt, device="cpu").head
     seen: list[str] = []
