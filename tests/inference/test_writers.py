@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -74,6 +75,46 @@ def test_several_writers_give_the_same_files_and_report(oracle_ckpt, lesion_case
         assert np.asarray(a.dataobj).any()  # the lesions were found, not two empty masks
     report = (tmp_path / "three" / "report.csv").read_text().splitlines()
     assert len(report) == 4 and all(",ok," in line for line in report[1:])
+
+
+def test_inversions_from_several_threads_take_turns(oracle_ckpt, lesion_cases, monkeypatch):
+    """MONAI's Invertd flips the shared transforms' allow_missing_keys while it runs: the head lets one
+    thread invert at a time, and the flags are as before afterwards."""
+    from monai.transforms import MapTransform
+
+    from medfocal.inference import discover_cases
+    from medfocal.inference.heads import segmentation
+
+    predictor = Predictor.from_checkpoint(oracle_ckpt, device="cpu")
+    head = predictor.head
+    inside, most = [0], [0]
+    from monai.transforms import Invertd
+
+    class Counting(Invertd):
+        def __call__(self, data):
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+            try:
+                time.sleep(0.05)  # long enough for the other threads to try
+                return super().__call__(data)
+            finally:
+                inside[0] -= 1
+
+    assert not hasattr(segmentation, "Invertd")  # invert imports it when called: the patch reaches it
+    monkeypatch.setattr("monai.transforms.Invertd", Counting)
+    case = discover_cases(sorted(Path(lesion_cases, "imagesTs").glob("*.nii.gz"))[0])[0]
+    image = predictor._load(case)
+    output = predictor.predict_tensor(image)
+    threads = [threading.Thread(target=head.invert, args=(image, output)) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most[0] == 1
+    flags = [
+        t.allow_missing_keys for t in head.transforms.flatten().transforms if isinstance(t, MapTransform)
+    ]
+    assert flags and not any(flags)
 
 
 class _OnAnotherDevice:

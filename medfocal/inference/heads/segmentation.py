@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -37,6 +38,7 @@ from medfocal.tasks.windows import whole_image_logits
 __all__ = ["PROBABILITIES_STEM", "SEG_SUFFIX", "SegmentationHead", "dicom_extra_missing", "input_affine"]
 
 _log = logging.getLogger(__name__)
+_INVERT_LOCK = threading.Lock()
 
 #: ``<case>_seg.dcm``: the DICOM Segmentation written next to the NIfTI mask of a DICOM series case
 SEG_SUFFIX = "_seg.dcm"
@@ -122,7 +124,11 @@ class SegmentationHead(PredictionHead):
         pred = MetaTensor(probs[1:] if binary else probs, meta=dict(image.meta))
         pred.applied_operations = list(image.applied_operations)
         data = {"image": image, "pred": pred}
-        inverted = Invertd("pred", self.transforms, orig_keys="image", nearest_interp=False)(data)["pred"]
+        # one inversion at a time: MONAI's Invertd flips the shared transforms' allow_missing_keys for
+        # its duration (several writer threads would interleave that and could leave it on), and a copy
+        # of the transforms cannot invert (MONAI checks the inverting object is the one that applied)
+        with _INVERT_LOCK:
+            inverted = Invertd("pred", self.transforms, orig_keys="image", nearest_interp=False)(data)["pred"]
         out = inverted.as_tensor() if isinstance(inverted, MetaTensor) else torch.as_tensor(inverted)
         out = out.float()
         return torch.cat([1.0 - out, out]) if binary else out
