@@ -188,10 +188,14 @@ def carried_init_args() -> Iterator[list[CarriedArgs]]:
     (its documented behaviour); here the kept ones the new value did not give, at values other than the
     new class's defaults, are listed (once per change).
     """
-    from jsonargparse import _typehints
-
-    original = _typehints.discard_init_args_on_class_path_change
     found: list[CarriedArgs] = []
+    try:  # a private hook of jsonargparse: another version without it gets no report, never an error
+        from jsonargparse import _typehints
+
+        original = _typehints.discard_init_args_on_class_path_change
+    except (ImportError, AttributeError):
+        yield found
+        return
     seen: set[tuple[str, str]] = set()
 
     def discard(parser_or_action: Any, prev_val: Any, value: Any) -> Any:

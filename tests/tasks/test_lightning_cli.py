@@ -213,3 +213,14 @@ def test_init_args_carried_across_a_class_change_are_named(config, tmp_path, cap
     cfg = _parse(config, "--model.init_args.loss.init_args.gamma=3.0")
     assert cfg.model.init_args.loss.init_args.gamma == 3.0
     assert "class_path changed" not in capsys.readouterr().err
+
+
+def test_a_jsonargparse_without_the_hook_gets_no_report_and_no_error(monkeypatch):
+    from jsonargparse import _typehints
+
+    from medfocal.cli.lightning import carried_init_args
+
+    monkeypatch.delattr(_typehints, "discard_init_args_on_class_path_change")
+    with carried_init_args() as carried:  # a renamed private hook in another version: nothing to wrap
+        pass
+    assert carried == [] and not hasattr(_typehints, "discard_init_args_on_class_path_change")
