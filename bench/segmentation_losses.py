@@ -292,14 +292,7 @@ def bench(args: argparse.Namespace) -> None:
         for s in sorted(set(args.seeds) | set(args.brats_seeds))
         for n in args.sets
         for a in arms[n]
-        if s in seeds[n]
-        and (
-            n,
-            a,
-            s,
-            "unet" if args.recipe == "unet" or a in (PLANNED_UNET, BASELINE_ON_UNET_PLAN) else "dynunet",
-        )
-        not in done
+        if s in seeds[n] and (n, a, s, job_recipe(a, args.recipe)) not in done
     ]
     print(f"{len(jobs)} runs to do, {args.jobs} at a time; records -> {args.out}", flush=True)
 
